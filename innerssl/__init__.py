@@ -1,0 +1,3 @@
+"""innerssl: self-supervised learning for medical images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per dataset; each registers its builder in ``innerssl.registry.DATASETS``."""

@@ -1,0 +1,208 @@
+"""What every dataset returns: image tensors and labels, split into train / val / test.
+
+Datasets know nothing about SSL views or augmentation. An item is ``(image, label)`` where ``image`` is
+a float32 tensor ``(C, H, W)`` in [0, 1] with the file's own channel count (1 for radiographs, 3 for
+RGB photos) and ``label`` is an int class index (binary and multiclass; -1 for unlabeled) or a float
+vector (multilabel; NaN marks an observation to ignore).
+
+An image that cannot be decoded yields ``None``; the data loader's collate function drops it, and the
+file is appended to the dataset's bad-file log (one line per file: path, reason) so a run reports it
+instead of dying on epoch 7.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from innerssl.errors import BadImageFile
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["binary", "multiclass", "multilabel", "unlabeled"]
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """What the labels of a dataset mean."""
+
+    task: Task
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of logits a classifier needs: 1 for binary, one per class or per finding otherwise."""
+        if self.task == "binary":
+            return 1
+        return len(self.class_names)
+
+
+UNLABELED = LabelInfo("unlabeled")
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Dataset-independent choices a container passes to a dataset builder."""
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    label_names: tuple[str, ...] = ()
+    """Findings / label columns to predict; empty means the dataset's default."""
+    uncertainty_policy: Literal["ones", "zeros", "ignore"] = "zeros"
+    frontal_only: bool = False
+    image_column: str = "path"
+    apply_voi_lut: bool = True
+    cache_dir: Path | None = None
+    """Where generated or derived files may be written (e.g. the embedded demo dataset)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetSplits:
+    """The train / val / test datasets of one source, and what their labels mean."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    label_info: LabelInfo
+
+    def get(self, split: Split) -> Dataset:
+        dataset = getattr(self, split)
+        if dataset is None:
+            raise ValueError(f"This dataset has no {split} split")
+        return dataset
+
+
+DatasetBuilder = Callable[[Path | None, DatasetOptions], DatasetSplits]
+"""A registered dataset: builds the splits from the dataset folder (None where it needs none)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image file of a dataset."""
+
+    path: Path
+    label: int | tuple[float, ...] = -1
+    patient_id: str = ""
+
+
+ImageReader = Callable[[Path], np.ndarray]
+
+
+class BadFileLog:
+    """Appends undecodable files to a text file, once per file per process; safe across workers."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._seen: set[Path] = set()
+
+    def record(self, error: BadImageFile) -> None:
+        if error.path in self._seen:
+            return
+        self._seen.add(error.path)
+        logger.warning("Skipping %s", error)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            line = f"{error.path}\t{error.reason}\n"
+            # One short append per line is atomic on POSIX, so workers and ranks can share the file.
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def read_bad_file_log(path: Path) -> dict[str, str]:
+    """The distinct bad files in a log written by :class:`BadFileLog`, with their reasons."""
+    if not path.is_file():
+        return {}
+    entries: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        file, _, reason = line.partition("\t")
+        entries.setdefault(file, reason)
+    return entries
+
+
+class ImageFileDataset(Dataset):
+    """Image files decoded on access by ``reader`` (which returns an (H, W) or (H, W, C) array in [0, 1])."""
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        label_info: LabelInfo,
+        reader: ImageReader,
+        bad_file_log: BadFileLog | None = None,
+    ) -> None:
+        self.records = list(records)
+        self.label_info = label_info
+        self.reader = reader
+        self.bad_file_log = bad_file_log or BadFileLog()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int | tuple[float, ...]]:
+        return [record.label for record in self.records]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any] | None:
+        record = self.records[index]
+        try:
+            pixels = self.reader(record.path)
+        except BadImageFile as error:
+            self.bad_file_log.record(error)
+            return None
+        return image_to_tensor(pixels), label_to_python(record.label)
+
+
+def image_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) float array in [0, 1] -> float32 tensor (C, H, W)."""
+    array = np.asarray(pixels, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3:
+        array = np.moveaxis(array, -1, 0)
+    else:
+        raise ValueError(f"Expected a 2D image, got an array of shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def label_to_python(label: int | tuple[float, ...]) -> int | torch.Tensor:
+    if isinstance(label, tuple):
+        return torch.tensor(label, dtype=torch.float32)
+    return int(label)
+
+
+def count_labels(labels: Sequence[int | tuple[float, ...]], label_info: LabelInfo) -> dict[str, int]:
+    """Images per label, for the one-line report each dataset prints."""
+    if label_info.task == "unlabeled":
+        return {"unlabeled": len(labels)}
+    if label_info.task == "multilabel":
+        matrix = np.array([list(label) for label in labels], dtype=np.float32).reshape(len(labels), -1)
+        return {name: int(np.nansum(matrix[:, i] == 1)) for i, name in enumerate(label_info.class_names)}
+    names = label_info.class_names or ("negative", "positive")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    return {name: int(counts[i]) for i, name in enumerate(names)}
+
+
+def report_splits(name: str, splits: DatasetSplits) -> str:
+    """One line per split: how many images and how many per label."""
+    lines = []
+    for split in ("train", "val", "test"):
+        dataset = getattr(splits, split)
+        if dataset is None:
+            continue
+        labels = getattr(dataset, "labels", None)
+        counts = count_labels(labels, splits.label_info) if labels is not None else {}
+        per_label = ", ".join(f"{k}={v}" for k, v in counts.items())
+        lines.append(f"{name} {split}: {len(dataset)} images ({per_label})")
+    return "\n".join(lines)
