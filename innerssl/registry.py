@@ -116,7 +116,7 @@ def available_models(extra_modules: Iterable[str] = ()) -> dict[str, type[Contai
     found: dict[str, type[Container]] = {}
     for module in _config_modules(extra_modules):
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Container) and cls.__module__ == module.__name__:
+            if issubclass(cls, Container) and cls.__module__ == module.__name__ and not name.startswith("_"):
                 found[name] = cls
     return found
 

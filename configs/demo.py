@@ -1,0 +1,47 @@
+"""Demo configs on the embedded synthetic radiographs: a laptop CPU runs them in minutes, no download."""
+
+from innerssl.containers.classifier import SSLClassifierContainer
+from innerssl.containers.ssl import SSLContainer
+
+
+class DemoBYOL(SSLContainer):
+    """BYOL on the embedded demo radiographs, monitored by a linear head on their opacity labels."""
+
+    ssl_training_dataset_name = "Demo"
+    linear_head_dataset_name = "Demo"
+    ssl_training_type = "BYOL"
+    ssl_encoder = "resnet18"
+    in_channels = 1
+    ssl_augmentation_config = "augmentations/demo_ssl_augmentations.yaml"
+    linear_head_augmentation_config = "augmentations/demo_linear_head_augmentations.yaml"
+    num_epochs = 8
+    warmup_epochs = 1
+    learning_rate = 2e-3
+    ssl_training_batch_size = 64
+    linear_head_batch_size = 64
+    projection_hidden_dim = 1024
+    projection_dim = 128
+    learning_rate_linear_head_during_ssl_training = 1e-3
+    num_workers = 2
+
+
+class DemoSimCLR(DemoBYOL):
+    """SimCLR on the embedded demo radiographs, with the same data and schedule as DemoBYOL."""
+
+    ssl_training_type = "SimCLR"
+    projection_hidden_dim = 512
+
+
+class DemoClassifier(SSLClassifierContainer):
+    """Classifier of the demo opacity label, from a DemoBYOL/DemoSimCLR checkpoint (--local_weights_path)."""
+
+    linear_head_dataset_name = "Demo"
+    ssl_encoder = "resnet18"
+    in_channels = 1
+    linear_head_augmentation_config = "augmentations/demo_linear_head_augmentations.yaml"
+    num_epochs = 10
+    warmup_epochs = 0
+    learning_rate = 1e-3
+    weight_decay = 1e-4
+    linear_head_batch_size = 64
+    num_workers = 2

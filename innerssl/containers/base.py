@@ -1,0 +1,189 @@
+"""Container: parameters declared with ``param`` become command-line flags, validated with clear errors.
+
+A container declares and validates; it does not load data or build models in ``__init__`` (flags are
+applied after construction). Work happens in the ``create_*`` methods, called by ``innerssl.training``.
+Concrete configs in ``configs/`` are thin subclasses that only set parameter values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import param
+import pytorch_lightning as pl
+
+from innerssl.errors import UserError
+
+TRUE_WORDS = {"true", "1", "yes", "on"}
+FALSE_WORDS = {"false", "0", "no", "off"}
+NONE_WORDS = {"none", "null", ""}
+PRECISIONS = ["32", "bf16-mixed", "16-mixed"]
+
+
+def _type_name(parameter: param.Parameter) -> str:
+    if isinstance(parameter, param.Boolean):
+        return "bool"
+    if isinstance(parameter, param.Integer):
+        return "int"
+    if isinstance(parameter, param.Number):
+        return "float"
+    if isinstance(parameter, param.Selector):
+        return "one of " + "|".join(str(o) for o in parameter.objects)
+    if isinstance(parameter, param.List):
+        return "comma-separated list"
+    return "str"
+
+
+def parse_value(name: str, parameter: param.Parameter, text: str) -> Any:
+    """Turn a flag's text into the parameter's type; a wrong value names the flag and what it expects."""
+    lowered = text.strip().lower()
+    if parameter.allow_None and lowered in NONE_WORDS and not isinstance(parameter, param.List):
+        return None
+    if isinstance(parameter, param.Boolean):
+        if lowered in TRUE_WORDS:
+            return True
+        if lowered in FALSE_WORDS:
+            return False
+        raise UserError(f"--{name} expects true or false, got '{text}'")
+    if isinstance(parameter, param.Integer):
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"--{name} expects an integer, got '{text}'") from None
+    if isinstance(parameter, param.Number):
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"--{name} expects a number, got '{text}'") from None
+    if isinstance(parameter, param.Selector):
+        for option in parameter.objects:
+            if str(option) == text:
+                return option
+        allowed = ", ".join(str(o) for o in parameter.objects)
+        raise UserError(f"--{name}='{text}' is not allowed. Allowed values: {allowed}")
+    if isinstance(parameter, param.List):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        item_type = parameter.item_type
+        if item_type in (int, float):
+            try:
+                return [item_type(item) for item in items]
+            except ValueError:
+                raise UserError(f"--{name} expects a comma-separated list of {item_type.__name__}, got '{text}'") from None
+        return items
+    return text
+
+
+class Container(param.Parameterized):
+    """Run-level parameters shared by every model: seeds, hardware, precision, outputs."""
+
+    num_epochs: int = param.Integer(100, bounds=(1, None), doc="Number of training epochs.")
+    random_seed: int = param.Integer(42, doc="Seed for Python, NumPy, torch and data loader workers.")
+    num_workers: int = param.Integer(
+        4, bounds=(0, None), doc="Data loader worker processes per GPU/process (0 loads in the main process)."
+    )
+    precision: str = param.Selector(
+        objects=PRECISIONS, default="32", doc="Numeric precision: 32, bf16-mixed (CPU/GPU) or 16-mixed (GPU only)."
+    )
+    max_num_gpus: int = param.Integer(
+        -1, bounds=(-1, None), doc="GPUs per node to use: -1 all available, 0 train on the CPU."
+    )
+    num_nodes: int = param.Integer(1, bounds=(1, None), doc="Number of machines for multi-node DDP training.")
+    channels_last: bool = param.Boolean(
+        False, doc="Run convolutions in channels_last memory format (faster with mixed precision on GPUs)."
+    )
+    output_dir: str = param.String("outputs", doc="Root folder of run outputs: <output_dir>/<model>/<run_name>/.")
+    run_name: str | None = param.String(
+        None, allow_None=True, doc="Name of the run folder; default: the start time, e.g. 20260101-120000."
+    )
+    resume: bool = param.Boolean(
+        False,
+        doc="Continue the run <run_name> (default: the latest run of this model) from checkpoints/last.ckpt.",
+    )
+
+    # --- command line --------------------------------------------------------------------------------
+    @classmethod
+    def parameters(cls) -> dict[str, param.Parameter]:
+        """Every user-settable parameter, in declaration order (base classes first)."""
+        return {name: p for name, p in cls.param.objects("existing").items() if name != "name"}
+
+    def apply_flags(self, flags: Mapping[str, str | None]) -> None:
+        """Set parameters from ``--name=value`` flags (None means a bare ``--name``, true for booleans)."""
+        parameters = self.parameters()
+        for name, text in flags.items():
+            if name not in parameters:
+                close = difflib.get_close_matches(name, parameters, n=1)
+                hint = f" Did you mean --{close[0]}?" if close else ""
+                raise UserError(
+                    f"Unknown parameter --{name} for {type(self).__name__}.{hint} "
+                    "Run with --help to list the parameters"
+                )
+            parameter = parameters[name]
+            if text is None:
+                if not isinstance(parameter, param.Boolean):
+                    raise UserError(f"--{name} needs a value: --{name}=<{_type_name(parameter)}>")
+                text = "true"
+            value = parse_value(name, parameter, text)
+            try:
+                setattr(self, name, value)
+            except ValueError as error:
+                message = str(error).split("\n")[0]
+                raise UserError(f"--{name}={text} is not valid: {message}") from None
+
+    @classmethod
+    def help_text(cls) -> str:
+        lines = [f"Parameters of {cls.__name__} (set with --name=value):", ""]
+        for name, parameter in cls.parameters().items():
+            default = getattr(cls, name)  # a config subclass may override the declared default
+            if isinstance(default, list):
+                default = ",".join(str(d) for d in default)
+            lines.append(f"  --{name} ({_type_name(parameter)}, default: {default})")
+            doc = " ".join((parameter.doc or "").split())
+            lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
+        return "\n".join(lines)
+
+    def config_dict(self) -> dict[str, Any]:
+        """Every resolved parameter value, for config.yaml."""
+        return {name: getattr(self, name) for name in self.parameters()}
+
+    # --- validation and work -------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check values and combinations; raise UserError with a one-line message naming the flag."""
+        for name in self.parameters():
+            try:
+                # Re-assigning runs param's checks on values a config subclass set as class attributes.
+                setattr(self, name, getattr(self, name))
+            except ValueError as error:
+                raise UserError(f"--{name}={getattr(self, name)} is not valid: {str(error).splitlines()[0]}") from None
+        if self.precision == "16-mixed" and not _cuda_available():
+            raise UserError("--precision=16-mixed needs a GPU; use --precision=bf16-mixed or 32 on the CPU")
+
+    def create_datamodule(self, run_folder: Path | None = None) -> pl.LightningDataModule:
+        """The data of the run; ``run_folder`` receives the list of unreadable files."""
+        raise NotImplementedError
+
+    def create_lightning_module(self, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+        raise NotImplementedError
+
+    def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:
+        """Callbacks specific to this kind of run (checkpointing, metrics files and charts are added for all)."""
+        return []
+
+    def checkpoint_monitor(self) -> tuple[str, str] | None:
+        """(metric, "max" or "min") that selects checkpoints/best.ckpt; None for no best checkpoint."""
+        return None
+
+    def uses_sync_batchnorm(self) -> bool:
+        return False
+
+    def output_root(self) -> Path:
+        return Path(self.output_dir)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

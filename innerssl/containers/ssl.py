@@ -1,0 +1,240 @@
+"""SSLContainer: self-supervised pretraining with online linear-head monitoring."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import param
+import pytorch_lightning as pl
+
+from innerssl.augment.config import AugmentationConfig, load_augmentation_config
+from innerssl.augment.per_sample import TwoViews, build_per_sample_transform
+from innerssl.containers.base import Container
+from innerssl.data.datamodule import SSLDataModule
+from innerssl.data.datasets.base import DatasetOptions, DatasetSplits
+from innerssl.encoders import ENCODER_NAMES
+from innerssl.errors import UserError
+from innerssl.eval.metrics import positive_class_weight
+from innerssl.eval.online_linear import METRIC_PREFIX, OnlineLinearHead
+from innerssl.registry import DATASETS
+from innerssl.ssl import SSL_METHODS, ssl_method
+
+logger = logging.getLogger(__name__)
+
+BAD_FILE_LOG_NAME = "bad_files.txt"
+
+
+class SSLContainer(Container):
+    """Self-supervised pretraining of an image encoder, monitored by a linear head on a labeled dataset."""
+
+    # --- datasets ------------------------------------------------------------------------------------
+    ssl_training_dataset_name: str = param.String(
+        "Demo", doc="Registered dataset to pretrain on (unlabeled use), e.g. Demo, CIFAR10, NIH."
+    )
+    linear_head_dataset_name: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="Registered labeled dataset for the linear-head monitor (and for classifiers), e.g. Demo, "
+        "CIFAR10, RSNAPneumonia. None: no linear-head monitoring.",
+    )
+    local_dataset: str | None = param.String(
+        None, allow_None=True, doc="Folder of the SSL training dataset (for classifiers: of the labeled dataset)."
+    )
+    extra_local_dataset_paths: list[str] = param.List(
+        [],
+        item_type=str,
+        doc="Folders of further datasets; the first is the linear-head dataset's folder when it differs from "
+        "the SSL dataset.",
+    )
+    dataset_cache_dir: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="Where generated datasets (the embedded demo) are written; default ~/.cache/innerssl.",
+    )
+    download_datasets: bool = param.Boolean(
+        False, doc="Allow downloading datasets that torchvision can fetch (CIFAR) when they are missing."
+    )
+    val_fraction: float = param.Number(
+        0.1, bounds=(0, 0.9), doc="Fraction of patients put in the validation split, where a dataset has none."
+    )
+    test_fraction: float = param.Number(
+        0.1, bounds=(0, 0.9), doc="Fraction of patients put in the test split, where a dataset has none."
+    )
+    label_names: list[str] = param.List(
+        [],
+        item_type=str,
+        doc="Findings or label columns to predict (e.g. Pneumonia); empty: the dataset's default.",
+    )
+    uncertainty_policy: str = param.Selector(
+        objects=["zeros", "ones", "ignore"], default="zeros", doc="CheXpert: how uncertain (-1) labels are used."
+    )
+    frontal_only: bool = param.Boolean(False, doc="CheXpert: use frontal views only.")
+    csv_image_column: str = param.String("path", doc="Generic CSV dataset: the column with image paths.")
+    apply_voi_lut: bool = param.Boolean(True, doc="DICOM: apply the file's VOI LUT / window when present.")
+
+    # --- encoder and method --------------------------------------------------------------------------
+    ssl_encoder: str = param.Selector(objects=list(ENCODER_NAMES), default="resnet50", doc="Encoder network.")
+    in_channels: int = param.Selector(
+        objects=[1, 3], default=1, doc="Input channels the encoder takes: 1 for radiographs, 3 for RGB."
+    )
+    ssl_training_type: str = param.Selector(objects=list(SSL_METHODS), default="BYOL", doc="SSL method.")
+    projection_dim: int = param.Integer(256, bounds=(1, None), doc="Output size of the projection head.")
+    projection_hidden_dim: int = param.Integer(4096, bounds=(1, None), doc="Hidden size of projection/prediction.")
+    byol_base_momentum: float = param.Number(
+        0.99, bounds=(0, 1), doc="BYOL: initial EMA momentum of the target network (cosine schedule to 1)."
+    )
+    simclr_temperature: float = param.Number(0.1, bounds=(1e-4, None), doc="SimCLR: NT-Xent temperature.")
+
+    # --- optimisation --------------------------------------------------------------------------------
+    ssl_training_batch_size: int = param.Integer(256, bounds=(2, None), doc="SSL batch size per process.")
+    linear_head_batch_size: int = param.Integer(256, bounds=(1, None), doc="Linear-head batch size per process.")
+    learning_rate: float = param.Number(1e-3, bounds=(0, None), doc="Peak learning rate (after warmup).")
+    learning_rate_linear_head_during_ssl_training: float = param.Number(
+        1e-4, bounds=(0, None), doc="Learning rate of the online linear head."
+    )
+    weight_decay: float = param.Number(
+        1e-6, bounds=(0, None), doc="AdamW weight decay (not applied to norm layers and biases)."
+    )
+    warmup_epochs: float = param.Number(10, bounds=(0, None), doc="Epochs of linear learning-rate warmup.")
+    use_balanced_binary_loss_for_linear_head: bool = param.Boolean(
+        False, doc="Weight the positive class by negatives/positives in binary linear-head losses."
+    )
+
+    # --- augmentation --------------------------------------------------------------------------------
+    ssl_augmentation_config: str = param.String(
+        "augmentations/demo_ssl_augmentations.yaml", doc="YAML augmentations of the SSL views."
+    )
+    linear_head_augmentation_config: str = param.String(
+        "augmentations/demo_linear_head_augmentations.yaml",
+        doc="YAML augmentations of the linear head's training images (its preprocess also applies at eval).",
+    )
+
+    # --- validation ----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        super().validate()
+        if self.local_dataset is not None and not Path(self.local_dataset).is_dir():
+            raise UserError(f"--local_dataset={self.local_dataset} is not a folder: pass the dataset's folder")
+        for path in self.extra_local_dataset_paths:
+            if not Path(path).is_dir():
+                raise UserError(f"--extra_local_dataset_paths entry {path} is not a folder: pass the dataset's folder")
+        if self.ssl_training_type not in SSL_METHODS:
+            ssl_method(self.ssl_training_type)
+        for name in (self.ssl_training_dataset_name, self.linear_head_dataset_name):
+            if name is not None:
+                DATASETS.get(name)
+
+    # --- datasets ------------------------------------------------------------------------------------
+    def dataset_options(self, root_parameter: str, bad_file_log: Path | None = None) -> DatasetOptions:
+        return DatasetOptions(
+            seed=self.random_seed,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            label_names=tuple(self.label_names),
+            uncertainty_policy=self.uncertainty_policy,  # type: ignore[arg-type]
+            frontal_only=self.frontal_only,
+            image_column=self.csv_image_column,
+            apply_voi_lut=self.apply_voi_lut,
+            cache_dir=Path(self.dataset_cache_dir) if self.dataset_cache_dir else None,
+            extra={"root_parameter": root_parameter, "bad_file_log": bad_file_log, "download": self.download_datasets},
+        )
+
+    def labeled_dataset_root(self) -> tuple[Path | None, str]:
+        """Folder of the linear-head dataset and the flag that sets it."""
+        if self.extra_local_dataset_paths:
+            return Path(self.extra_local_dataset_paths[0]), "--extra_local_dataset_paths"
+        if self.linear_head_dataset_name == self.ssl_training_dataset_name or self.local_dataset is None:
+            root = Path(self.local_dataset) if self.local_dataset else None
+            return root, "--local_dataset"
+        return None, "--extra_local_dataset_paths"
+
+    def build_dataset(self, name: str, root: Path | None, root_parameter: str, run_folder: Path | None) -> DatasetSplits:
+        bad_file_log = run_folder / BAD_FILE_LOG_NAME if run_folder is not None else None
+        return DATASETS.get(name)(root, self.dataset_options(root_parameter, bad_file_log))
+
+    def ssl_splits(self, run_folder: Path | None = None) -> DatasetSplits:
+        root = Path(self.local_dataset) if self.local_dataset else None
+        return self.build_dataset(self.ssl_training_dataset_name, root, "--local_dataset", run_folder)
+
+    def linear_head_splits(self, run_folder: Path | None = None) -> DatasetSplits | None:
+        if self.linear_head_dataset_name is None:
+            return None
+        root, flag = self.labeled_dataset_root()
+        splits = self.build_dataset(self.linear_head_dataset_name, root, flag, run_folder)
+        if splits.label_info.task == "unlabeled":
+            raise UserError(
+                f"Dataset {self.linear_head_dataset_name} has no labels: choose a labeled dataset for "
+                "--linear_head_dataset_name"
+            )
+        return splits
+
+    def augmentation(self, parameter: str) -> AugmentationConfig:
+        return load_augmentation_config(getattr(self, parameter), parameter_name=f"--{parameter}")
+
+    def positive_weight(self, splits: DatasetSplits, balanced: bool) -> float | None:
+        if not balanced or splits.label_info.task != "binary":
+            return None
+        return positive_class_weight(splits.train.labels)  # type: ignore[attr-defined]
+
+    # --- creation ------------------------------------------------------------------------------------
+    def create_datamodule(self, run_folder: Path | None = None) -> SSLDataModule:
+        ssl_config = self.augmentation("ssl_augmentation_config")
+        linear_head = self.linear_head_splits(run_folder)
+        linear_head_config = self.augmentation("linear_head_augmentation_config") if linear_head else None
+        return SSLDataModule(
+            ssl_splits=self.ssl_splits(run_folder),
+            ssl_transform=TwoViews(build_per_sample_transform(ssl_config, self.in_channels)),
+            ssl_batch_size=self.ssl_training_batch_size,
+            linear_head_splits=linear_head,
+            linear_head_train_transform=(
+                build_per_sample_transform(linear_head_config, self.in_channels) if linear_head_config else None
+            ),
+            linear_head_eval_transform=(
+                build_per_sample_transform(linear_head_config.preprocess_only(), self.in_channels)
+                if linear_head_config
+                else None
+            ),
+            linear_head_batch_size=self.linear_head_batch_size,
+            num_workers=self.num_workers,
+            seed=self.random_seed,
+        )
+
+    def method_arguments(self) -> dict:
+        arguments = {
+            "encoder_name": self.ssl_encoder,
+            "in_channels": self.in_channels,
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "warmup_epochs": self.warmup_epochs,
+            "channels_last": self.channels_last,
+            "projection_dim": self.projection_dim,
+            "projection_hidden_dim": self.projection_hidden_dim,
+        }
+        if self.ssl_training_type == "BYOL":
+            arguments["base_momentum"] = self.byol_base_momentum
+        elif self.ssl_training_type == "SimCLR":
+            arguments["temperature"] = self.simclr_temperature
+        return arguments
+
+    def create_lightning_module(self, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+        return ssl_method(self.ssl_training_type)(**self.method_arguments())
+
+    def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:
+        splits = datamodule.linear_head_splits  # type: ignore[attr-defined]
+        if splits is None:
+            return []
+        return [
+            OnlineLinearHead(
+                splits.label_info,
+                learning_rate=self.learning_rate_linear_head_during_ssl_training,
+                positive_weight=self.positive_weight(splits, self.use_balanced_binary_loss_for_linear_head),
+            )
+        ]
+
+    def checkpoint_monitor(self) -> tuple[str, str] | None:
+        if self.linear_head_dataset_name is None:
+            return ("ssl/val_loss", "min")
+        return (f"{METRIC_PREFIX}/val_auroc", "max")
+
+    def uses_sync_batchnorm(self) -> bool:
+        return True

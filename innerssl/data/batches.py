@@ -1,0 +1,8 @@
+"""How SSL training batches are laid out; shared by the datamodule, the SSL modules and the monitors."""
+
+SSL_BATCH_KEY = "ssl"
+"""Training batch key of the two-view SSL batch ``((view0, view1), labels)``."""
+LINEAR_HEAD_BATCH_KEY = "linear_head"
+"""Training batch key of the linear-head monitor's labeled batch ``(images, labels)``."""
+SSL_VAL_DATALOADER_INDEX = 0
+LINEAR_HEAD_VAL_DATALOADER_INDEX = 1

@@ -1,0 +1,114 @@
+"""Classifier on top of an SSL encoder: a linear probe (frozen encoder) or full finetuning.
+
+The classifier knows nothing about the SSL method beyond the encoder weights it is given. With a frozen
+encoder the encoder runs in eval mode under ``no_grad`` and is left out of the optimizer, so its
+weights and BatchNorm statistics stay bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from innerssl.data.datasets.base import LabelInfo
+from innerssl.encoders import create_encoder
+from innerssl.eval.metrics import EpochPredictions, classification_loss
+from innerssl.eval.online_linear import frozen_eval_mode
+from innerssl.optim import parameter_groups, steps_for_epochs, warmup_cosine_scheduler
+from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
+
+METRIC_PREFIX = "classifier"
+
+
+class SSLClassifier(pl.LightningModule):
+    def __init__(
+        self,
+        encoder_name: str,
+        in_channels: int,
+        task: str,
+        class_names: tuple[str, ...],
+        freeze_encoder: bool = True,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 0,
+        dropout: float = 0.0,
+        positive_weight: float | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.label_info = LabelInfo(task, tuple(class_names))  # type: ignore[arg-type]
+        self.encoder = create_encoder(encoder_name, in_channels)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.feature_dim, self.label_info.num_outputs))
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+        self._predictions = {split: EpochPredictions(self.label_info) for split in ("train", "val", "test")}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.hparams.freeze_encoder:
+            with frozen_eval_mode(self.encoder):
+                features = self.encoder(images)
+        else:
+            features = self.encoder(images)
+        return self.head(features.float())
+
+    def _step(self, split: str, batch: Any) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = classification_loss(logits, targets, self.label_info, self.hparams.positive_weight)
+        self._predictions[split].add(logits, targets, loss)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._step("train", batch)
+        self.log(f"{METRIC_PREFIX}/train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step("val", batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step("test", batch)
+
+    def _log_epoch(self, split: str) -> None:
+        predictions = self._predictions[split]
+        if not len(predictions):
+            return
+        gather = self.all_gather if self.trainer.world_size > 1 else None
+        for name, value in predictions.compute(gather).items():
+            self.log(f"{METRIC_PREFIX}/{split}_{name}", value, on_epoch=True, prog_bar=name == "auroc")
+
+    def on_train_epoch_start(self) -> None:
+        self._predictions["train"].reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._predictions["val"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(
+            "classifier", self.hparams.encoder_name, self.hparams.in_channels
+        )
+
+    def configure_optimizers(self) -> dict:
+        modules = [self.head] if self.hparams.freeze_encoder else [self.encoder, self.head]
+        optimizer = torch.optim.AdamW(
+            parameter_groups(modules, self.hparams.weight_decay), lr=self.hparams.learning_rate
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        warmup = steps_for_epochs(self.hparams.warmup_epochs, total_steps, self.trainer.max_epochs or 1)
+        scheduler = warmup_cosine_scheduler(optimizer, warmup, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

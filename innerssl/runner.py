@@ -1,0 +1,98 @@
+"""Command line: ``python runner.py --model=NAME [--param=value ...]``.
+
+Resolves NAME to a container class in ``configs/`` (or in ``--config_module``), turns every parameter
+into a flag, validates, and trains. Mistakes a user can make end with a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from innerssl.errors import UserError
+
+USAGE = (
+    "usage: python runner.py --model=NAME [--config_module=MODULE_OR_FILE.py] [--help] [--param=value ...]\n"
+    "  --model          the model (a container class in configs/ or in --config_module)\n"
+    "  --config_module  a module (dotted name or .py file) with your own container classes\n"
+    "  --help           with --model, lists every parameter of that model with its documentation"
+)
+RUNNER_FLAGS = ("model", "config_module", "help")
+EXIT_USER_ERROR = 2
+
+
+def parse_flags(argv: Sequence[str]) -> dict[str, str | None]:
+    """``--name=value``, ``--name value`` and bare ``--name`` (None) into an ordered dict."""
+    flags: dict[str, str | None] = {}
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if item in ("-h",):
+            item = "--help"
+        if not item.startswith("--") or len(item) == 2:
+            raise UserError(f"Unexpected argument '{item}': parameters are given as --name=value")
+        name, equals, value = item[2:].partition("=")
+        if not equals:
+            following = items[index + 1] if index + 1 < len(items) else None
+            if following is not None and not following.startswith("--"):
+                value, index = following, index + 1
+            else:
+                value = None  # type: ignore[assignment]
+        if name in flags:
+            raise UserError(f"--{name} is given twice")
+        flags[name] = value
+        index += 1
+    return flags
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+
+
+def run(argv: Sequence[str]) -> int:
+    flags = parse_flags(argv)
+    model = flags.pop("model", None)
+    config_module = flags.pop("config_module", None)
+    wants_help = "help" in flags
+    flags.pop("help", None)
+    if model is None:
+        if wants_help:
+            print(USAGE)
+            return 0
+        raise UserError("No --model given: run python runner.py --model=NAME (--help lists the options)")
+
+    from innerssl.registry import find_model
+
+    container_class = find_model(model, [config_module] if config_module else [])
+    if wants_help:
+        print(USAGE)
+        print()
+        print(container_class.help_text())
+        return 0
+    container = container_class()
+    container.apply_flags(flags)
+
+    from innerssl.training import train
+
+    result = train(container, model)
+    print(f"Run finished: outputs in {result.folder.root}")
+    if result.best_metric is not None:
+        print(f"Best {result.best_metric}: {result.best_value}")
+    print(f"Last checkpoint: {result.folder.last_checkpoint}")
+    if result.bad_files:
+        print(f"Skipped {result.bad_files} unreadable image files (listed in {result.folder.root}/bad_files.txt)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted: continue later with the same command and --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,97 @@
+"""The shared base of every SSL method: encoder, optimizer, schedule, logging of the SSL loss.
+
+A method subclass builds its heads in ``__init__`` and implements ``ssl_loss(view0, view1)`` and, where
+the encoder used downstream is not ``self.encoder`` (BYOL's target network), ``embedding_encoder``.
+
+Batches: during training either ``{"ssl": ((view0, view1), labels), ...}`` (other keys, such as the
+linear head's batch, belong to callbacks) or just ``((view0, view1), labels)``. Validation dataloader 0
+is the SSL validation set; other validation dataloaders belong to callbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from innerssl.data.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
+from innerssl.encoders import create_encoder
+from innerssl.optim import parameter_groups, steps_for_epochs, warmup_cosine_scheduler
+from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
+
+
+def ssl_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two augmented views of an SSL batch, in either batch format."""
+    if isinstance(batch, dict):
+        batch = batch[SSL_BATCH_KEY]
+    views, _labels = batch
+    return views[0], views[1]
+
+
+class SSLModule(pl.LightningModule):
+    """Base LightningModule of the SSL methods."""
+
+    method_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        encoder_name: str = "resnet18",
+        in_channels: int = 1,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-6,
+        warmup_epochs: float = 10,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        # Records the arguments of this and every subclass __init__ in the checkpoint.
+        self.save_hyperparameters()
+        self.encoder = create_encoder(encoder_name, in_channels)
+        self.feature_dim: int = self.encoder.feature_dim
+
+    def embedding_encoder(self) -> nn.Module:
+        """The encoder whose embeddings are monitored and handed to the classifier."""
+        return self.encoder
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self]
+
+    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def on_train_batch_start_ssl(self) -> None:
+        """Per-step bookkeeping before the loss (e.g. BYOL's momentum update)."""
+
+    def _prepare(self, view: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("channels_last"):
+            return view.contiguous(memory_format=torch.channels_last)
+        return view
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.on_train_batch_start_ssl()
+        view0, view1 = ssl_views(batch)
+        loss = self.ssl_loss(self._prepare(view0), self._prepare(view1))
+        self.log("ssl/train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx != SSL_VAL_DATALOADER_INDEX:
+            return
+        view0, view1 = ssl_views(batch)
+        loss = self.ssl_loss(self._prepare(view0), self._prepare(view1))
+        self.log("ssl/val_loss", loss, on_epoch=True, sync_dist=True, add_dataloader_idx=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(
+            "ssl", self.hparams.encoder_name, self.hparams.in_channels, self.method_name
+        )
+
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.trainable_modules(), self.hparams.weight_decay), lr=self.hparams.learning_rate
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        warmup = steps_for_epochs(self.hparams.warmup_epochs, total_steps, self.trainer.max_epochs or 1)
+        scheduler = warmup_cosine_scheduler(optimizer, warmup, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,125 @@
+"""Train a container's model with Lightning: run folder, seeding, trainer, checkpoints, resume, report."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from innerssl.containers.base import Container
+from innerssl.containers.ssl import BAD_FILE_LOG_NAME
+from innerssl.data.datasets.base import read_bad_file_log
+from innerssl.outputs.metrics_csv import EpochMetricsWriter
+from innerssl.outputs.run_folder import BEST_CHECKPOINT_STEM, RunFolder, resolve_run_folder
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY_N_STEPS = 10
+
+
+@dataclass(frozen=True)
+class RunResult:
+    folder: RunFolder
+    best_metric: str | None
+    best_value: float | None
+    bad_files: int
+
+
+def hardware(container: Container) -> dict:
+    """Trainer arguments for accelerator, devices, nodes and strategy."""
+    gpus = torch.cuda.device_count() if container.max_num_gpus != 0 else 0
+    if container.max_num_gpus > 0:
+        gpus = min(gpus, container.max_num_gpus)
+    if gpus == 0:
+        return {"accelerator": "cpu", "devices": 1, "num_nodes": container.num_nodes, "strategy": "auto"}
+    distributed = gpus * container.num_nodes > 1
+    return {
+        "accelerator": "gpu",
+        "devices": gpus,
+        "num_nodes": container.num_nodes,
+        "strategy": "ddp" if distributed else "auto",
+        "sync_batchnorm": distributed and container.uses_sync_batchnorm(),
+    }
+
+
+def add_file_logging(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def checkpoint_callbacks(container: Container, folder: RunFolder) -> list[ModelCheckpoint]:
+    """last.ckpt after every epoch (for --resume) and best.ckpt by the container's monitored metric."""
+    callbacks = [ModelCheckpoint(dirpath=folder.checkpoints, save_last=True, save_top_k=0)]
+    monitor = container.checkpoint_monitor()
+    if monitor is not None:
+        metric, mode = monitor
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=folder.checkpoints,
+                filename=BEST_CHECKPOINT_STEM,
+                monitor=metric,
+                mode=mode,
+                save_top_k=1,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+        )
+    return callbacks
+
+
+def train(container: Container, model_name: str) -> RunResult:
+    """Run the container's training end to end; returns where the outputs are and the best metric."""
+    container.validate()
+    folder = resolve_run_folder(container.output_root(), model_name, container.run_name, container.resume)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    handler = add_file_logging(folder.log_file)
+    try:
+        config = {"model": model_name, **container.config_dict()}
+        folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        logger.info("Run folder: %s", folder.root)
+        pl.seed_everything(container.random_seed, workers=True)
+
+        datamodule = container.create_datamodule(folder.root)
+        module = container.create_lightning_module(datamodule)
+        checkpoints = checkpoint_callbacks(container, folder)
+        callbacks = [
+            *container.create_callbacks(datamodule),
+            *checkpoints,
+            TQDMProgressBar(),
+            EpochMetricsWriter(folder.metrics_csv, folder.charts),
+        ]
+        trainer = pl.Trainer(
+            max_epochs=container.num_epochs,
+            precision=container.precision,
+            callbacks=callbacks,
+            logger=TensorBoardLogger(folder.root, name="tensorboard", version=""),
+            default_root_dir=folder.root,
+            log_every_n_steps=LOG_EVERY_N_STEPS,
+            **hardware(container),
+        )
+        resume_from = folder.last_checkpoint if container.resume else None
+        if resume_from is not None:
+            logger.info("Resuming from %s", resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+
+        best = checkpoints[-1] if len(checkpoints) > 1 else None
+        bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
+        if bad_files:
+            logger.warning(
+                "%d unreadable image files were skipped; see %s", len(bad_files), folder.root / BAD_FILE_LOG_NAME
+            )
+        best_value = None
+        if best is not None and best.best_model_score is not None:
+            best_value = float(best.best_model_score)
+        return RunResult(folder, best.monitor if best else None, best_value, len(bad_files))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
