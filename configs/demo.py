@@ -14,14 +14,14 @@ class DemoBYOL(SSLContainer):
     in_channels = 1
     ssl_augmentation_config = "augmentations/demo_ssl_augmentations.yaml"
     linear_head_augmentation_config = "augmentations/demo_linear_head_augmentations.yaml"
-    num_epochs = 8
+    num_epochs = 6
     warmup_epochs = 1
     learning_rate = 2e-3
     ssl_training_batch_size = 64
     linear_head_batch_size = 64
     projection_hidden_dim = 1024
     projection_dim = 128
-    learning_rate_linear_head_during_ssl_training = 1e-3
+    learning_rate_linear_head_during_ssl_training = 1e-2
     num_workers = 2
 
 
@@ -41,7 +41,7 @@ class DemoClassifier(SSLClassifierContainer):
     linear_head_augmentation_config = "augmentations/demo_linear_head_augmentations.yaml"
     num_epochs = 10
     warmup_epochs = 0
-    learning_rate = 1e-3
+    learning_rate = 1e-2
     weight_decay = 1e-4
     linear_head_batch_size = 64
     num_workers = 2

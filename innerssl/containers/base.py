@@ -104,6 +104,25 @@ class Container(param.Parameterized):
         doc="Continue the run <run_name> (default: the latest run of this model) from checkpoints/last.ckpt.",
     )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Let thin configs set values as plain class attributes (``num_epochs = 8``).
+
+        In a class body such an attribute would shadow the inherited Parameter, losing its checks and
+        documentation; re-assigning it on the class instead makes param copy the Parameter with the new
+        default, validated now, with bounds and doc kept.
+        """
+        super().__init_subclass__(**kwargs)
+        base = next(b for b in cls.__mro__[1:] if issubclass(b, param.Parameterized))
+        declared = base.param.objects("existing")
+        overrides = {
+            name: value
+            for name, value in list(vars(cls).items())
+            if name in declared and name != "name" and not isinstance(value, param.Parameter)
+        }
+        for name, value in overrides.items():
+            delattr(cls, name)
+            setattr(cls, name, value)
+
     # --- command line --------------------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> dict[str, param.Parameter]:
@@ -137,7 +156,7 @@ class Container(param.Parameterized):
     def help_text(cls) -> str:
         lines = [f"Parameters of {cls.__name__} (set with --name=value):", ""]
         for name, parameter in cls.parameters().items():
-            default = getattr(cls, name)  # a config subclass may override the declared default
+            default = parameter.default
             if isinstance(default, list):
                 default = ",".join(str(d) for d in default)
             lines.append(f"  --{name} ({_type_name(parameter)}, default: {default})")
@@ -151,13 +170,7 @@ class Container(param.Parameterized):
 
     # --- validation and work -------------------------------------------------------------------------
     def validate(self) -> None:
-        """Check values and combinations; raise UserError with a one-line message naming the flag."""
-        for name in self.parameters():
-            try:
-                # Re-assigning runs param's checks on values a config subclass set as class attributes.
-                setattr(self, name, getattr(self, name))
-            except ValueError as error:
-                raise UserError(f"--{name}={getattr(self, name)} is not valid: {str(error).splitlines()[0]}") from None
+        """Check parameter combinations; raise UserError with a one-line message naming the flag."""
         if self.precision == "16-mixed" and not _cuda_available():
             raise UserError("--precision=16-mixed needs a GPU; use --precision=bf16-mixed or 32 on the CPU")
 

@@ -72,6 +72,8 @@ class SSLContainer(Container):
     frontal_only: bool = param.Boolean(False, doc="CheXpert: use frontal views only.")
     csv_image_column: str = param.String("path", doc="Generic CSV dataset: the column with image paths.")
     apply_voi_lut: bool = param.Boolean(True, doc="DICOM: apply the file's VOI LUT / window when present.")
+    demo_num_images: int = param.Integer(1600, bounds=(10, None), doc="Demo dataset: number of generated images.")
+    demo_image_size: int = param.Integer(64, bounds=(16, None), doc="Demo dataset: generated image size in pixels.")
 
     # --- encoder and method --------------------------------------------------------------------------
     ssl_encoder: str = param.Selector(objects=list(ENCODER_NAMES), default="resnet50", doc="Encoder network.")
@@ -136,7 +138,12 @@ class SSLContainer(Container):
             image_column=self.csv_image_column,
             apply_voi_lut=self.apply_voi_lut,
             cache_dir=Path(self.dataset_cache_dir) if self.dataset_cache_dir else None,
-            extra={"root_parameter": root_parameter, "bad_file_log": bad_file_log, "download": self.download_datasets},
+            extra={
+                "root_parameter": root_parameter,
+                "bad_file_log": bad_file_log,
+                "download": self.download_datasets,
+                "demo": {"num_images": self.demo_num_images, "image_size": self.demo_image_size},
+            },
         )
 
     def labeled_dataset_root(self) -> tuple[Path | None, str]:

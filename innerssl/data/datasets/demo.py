@@ -24,7 +24,7 @@ from innerssl.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LABEL_INFO = LabelInfo("binary", ("No opacity", "Opacity"))
 
 
@@ -32,12 +32,12 @@ LABEL_INFO = LabelInfo("binary", ("No opacity", "Opacity"))
 class DemoSpec:
     """What defines the generated images; a change of any field generates a new cache folder."""
 
-    num_images: int = 2400
+    num_images: int = 1600
     image_size: int = 64
     positive_fraction: float = 0.5
-    lesion_radius_range: tuple[float, float] = (0.04, 0.09)
+    lesion_radius_range: tuple[float, float] = (0.06, 0.12)
     """Lesion radius as a fraction of the image size."""
-    lesion_contrast_range: tuple[float, float] = (0.12, 0.30)
+    lesion_contrast_range: tuple[float, float] = (0.25, 0.45)
     noise_std: float = 0.04
     seed: int = 1234
 

@@ -1,0 +1,79 @@
+import subprocess
+import sys
+
+import pytest
+
+from innerssl.errors import UserError
+from innerssl.registry import available_models, find_model
+from innerssl.runner import main, parse_flags
+from tests.conftest import REPO_ROOT
+
+
+def test_parse_flags_forms():
+    flags = parse_flags(["--model=DemoBYOL", "--num_epochs", "3", "--resume", "--names=a,b"])
+    assert flags == {"model": "DemoBYOL", "num_epochs": "3", "resume": None, "names": "a,b"}
+    with pytest.raises(UserError, match="given twice"):
+        parse_flags(["--a=1", "--a=2"])
+    with pytest.raises(UserError, match="Unexpected argument"):
+        parse_flags(["stray"])
+
+
+def test_models_resolve_from_configs_package():
+    models = available_models()
+    for name in ("DemoBYOL", "DemoSimCLR", "DemoClassifier", "CIFAR10BYOL", "CIFAR10SimCLR", "SSLClassifierCIFAR"):
+        assert name in models
+    assert find_model("DemoBYOL").__name__ == "DemoBYOL"
+
+
+def test_unknown_model_lists_available(capsys):
+    assert main(["--model=DemoBYOLL"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "Unknown model 'DemoBYOLL'. Did you mean 'DemoBYOL'?" in error
+    assert "DemoSimCLR" in error
+
+
+def test_user_config_module_file(tmp_path, capsys):
+    module = tmp_path / "my_configs.py"
+    module.write_text(
+        "from configs.demo import DemoBYOL\n\nclass MyBYOL(DemoBYOL):\n    num_epochs = 3\n"
+    )
+    assert main(["--model=MyBYOL", f"--config_module={module}", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters of MyBYOL" in out
+    assert "--num_epochs (int, default: 3)" in out
+
+
+def test_help_lists_parameters_with_docs(capsys):
+    assert main(["--model=DemoBYOL", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--ssl_training_type (one of BYOL|SimCLR, default: BYOL)" in out
+    assert "Learning rate of the online linear head." in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--model=DemoBYOL", "--not_a_param=1"], "Unknown parameter --not_a_param"),
+        (["--model=DemoBYOL", "--ssl_training_type=MAE"], "Allowed values: BYOL, SimCLR"),
+        (["--model=DemoBYOL", "--local_dataset=/no/such/folder"], "--local_dataset=/no/such/folder is not a folder"),
+        (["--model=DemoBYOL", "--ssl_training_dataset_name=Nope"], "Unknown dataset 'Nope'"),
+        (["--model=CIFAR10BYOL", "--max_num_gpus=0"], "CIFAR10 needs a folder: pass it with --local_dataset"),
+        (["--model=DemoClassifier", "--local_weights_path=/no/such.ckpt"], "--local_weights_path=/no/such.ckpt"),
+        (["--num_epochs=1"], "No --model given"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_code(flags, expected, tmp_path, capsys):
+    assert main([*flags, f"--output_dir={tmp_path}"] if "--model" in flags[0] else flags) == 2
+    error = capsys.readouterr().err.strip()
+    assert expected in error
+    assert error.count("\n") == 0 and "Traceback" not in error
+
+
+def test_runner_script_exits_non_zero_without_traceback():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "runner.py"), "--model=Nope"], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: Unknown model 'Nope'")
+    assert "Traceback" not in result.stderr
