@@ -6,8 +6,8 @@ import torch
 import yaml
 
 from innerssl.errors import UserError
-from innerssl.runner import main
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint, load_checkpoint
+from innerssl.runner import main
 from tests.conftest import tiny_demo_flags
 
 
@@ -43,7 +43,9 @@ def test_classifier_from_ssl_checkpoint_keeps_frozen_encoder_bit_identical(ssl_r
     ssl_encoder = encoder_state_from_ssl_checkpoint(weights, "resnet18", 1)
     classifier = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert classifier["innerssl"]["kind"] == "classifier"
-    classifier_encoder = {k[len("encoder."):]: v for k, v in classifier["state_dict"].items() if k.startswith("encoder.")}
+    classifier_encoder = {
+        k[len("encoder.") :]: v for k, v in classifier["state_dict"].items() if k.startswith("encoder.")
+    }
     assert classifier_encoder.keys() == ssl_encoder.keys()
     for name, tensor in ssl_encoder.items():
         assert torch.equal(tensor, classifier_encoder[name]), name  # weights and BatchNorm buffers alike
@@ -58,7 +60,9 @@ def test_classifier_rejects_wrong_checkpoints(ssl_run, tmp_path, capsys):
     ]
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("hello")
-    cases.append((tiny_demo_flags(tmp_path, local_weights_path=not_a_checkpoint), "is not a readable PyTorch checkpoint"))
+    cases.append(
+        (tiny_demo_flags(tmp_path, local_weights_path=not_a_checkpoint), "is not a readable PyTorch checkpoint")
+    )
     for flags, expected in cases:
         assert main(["--model=DemoClassifier", *flags]) == 2
         error = capsys.readouterr().err.strip()

@@ -35,9 +35,7 @@ def test_unknown_model_lists_available(capsys):
 
 def test_user_config_module_file(tmp_path, capsys):
     module = tmp_path / "my_configs.py"
-    module.write_text(
-        "from configs.demo import DemoBYOL\n\nclass MyBYOL(DemoBYOL):\n    num_epochs = 3\n"
-    )
+    module.write_text("from configs.demo import DemoBYOL\n\nclass MyBYOL(DemoBYOL):\n    num_epochs = 3\n")
     assert main(["--model=MyBYOL", f"--config_module={module}", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Parameters of MyBYOL" in out

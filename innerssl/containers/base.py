@@ -72,7 +72,9 @@ def parse_value(name: str, parameter: param.Parameter, text: str) -> Any:
             try:
                 return [item_type(item) for item in items]
             except ValueError:
-                raise UserError(f"--{name} expects a comma-separated list of {item_type.__name__}, got '{text}'") from None
+                raise UserError(
+                    f"--{name} expects a comma-separated list of {item_type.__name__}, got '{text}'"
+                ) from None
         return items
     return text
 

@@ -155,7 +155,9 @@ class SSLContainer(Container):
             return root, "--local_dataset"
         return None, "--extra_local_dataset_paths"
 
-    def build_dataset(self, name: str, root: Path | None, root_parameter: str, run_folder: Path | None) -> DatasetSplits:
+    def build_dataset(
+        self, name: str, root: Path | None, root_parameter: str, run_folder: Path | None
+    ) -> DatasetSplits:
         bad_file_log = run_folder / BAD_FILE_LOG_NAME if run_folder is not None else None
         return DATASETS.get(name)(root, self.dataset_options(root_parameter, bad_file_log))
 

@@ -90,10 +90,15 @@ class SSLClassifier(pl.LightningModule):
         self._predictions["val"].reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        self._log_epoch("train")  # no-op when validation already logged them (see on_validation_epoch_end)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            # Validation runs after the epoch's last training batch but before callbacks' on_train_epoch_end
+            # (which write metrics.csv) and the module's own: log the training metrics now so they land
+            # in this epoch's row.
+            self._log_epoch("train")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

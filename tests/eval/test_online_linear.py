@@ -35,13 +35,23 @@ class PairedLoaders(pl.LightningDataModule):
         return {SSL_BATCH_KEY: ssl, LINEAR_HEAD_BATCH_KEY: labeled}
 
     def val_dataloader(self):
-        return [DataLoader(self._two_views(), batch_size=8), DataLoader(TensorDataset(self.images, self.labels), batch_size=8)]
+        return [
+            DataLoader(self._two_views(), batch_size=8),
+            DataLoader(TensorDataset(self.images, self.labels), batch_size=8),
+        ]
 
 
 def fit(module, callback, epochs=2, **trainer_kwargs):
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", callbacks=[callback], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **trainer_kwargs,
+        max_epochs=epochs,
+        accelerator="cpu",
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
     )
     trainer.fit(module, datamodule=PairedLoaders())
     return trainer

@@ -28,6 +28,7 @@ from innerssl.data.datasets.base import (
     LabelInfo,
     report_splits,
 )
+from innerssl.data.image_io import SUPPORTED_SUFFIXES, read_image
 from innerssl.data.splits import split_by_group
 from innerssl.errors import UserError
 
@@ -36,8 +37,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_ROOT_PARAMETER = "--local_dataset"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff")
-"""File types :func:`innerssl.data.image_io.read_image` decodes."""
+IMAGE_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
+"""File types :func:`read_image` decodes by suffix (PNG, JPEG, BMP, TIFF, DICOM)."""
 MAX_NAMES_IN_MESSAGE = 5
 """How many missing files / unknown values an error or warning spells out before it says 'and N more'."""
 
@@ -155,8 +156,6 @@ def report_missing(
 
 def image_reader(options: DatasetOptions) -> ImageReader:
     """The shared decoder with this run's DICOM settings; a partial so data-loader workers can pickle it."""
-    from innerssl.data.image_io import read_image
-
     return functools.partial(read_image, apply_voi_lut=options.apply_voi_lut)
 
 

@@ -28,7 +28,7 @@ from innerssl.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-TITLE = "Image folder"
+TITLE = "ImageFolder dataset"
 HOW_TO_GET = "put each class's images in their own subfolder root/<class name>/"
 SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 REQUIRED_SPLIT_FILES = ("train", "val")
@@ -64,8 +64,8 @@ def split_from_files(root: Path, records: list[ImageRecord]) -> dict[str, list[I
     absent = [SPLIT_FILES[split] for split in REQUIRED_SPLIT_FILES if split not in present]
     if absent:
         raise UserError(
-            f"{TITLE} {root} has {', '.join(path.name for path in present.values())} but no {', '.join(absent)}: "
-            "add the missing split file(s) or remove them all for a seeded split"
+            f"{TITLE} folder {root} has {', '.join(path.name for path in present.values())} "
+            f"but no {', '.join(absent)}: add the missing split file(s) or remove them all for a seeded split"
         )
     by_relative = {record.path.relative_to(root).as_posix(): record for record in records}
     splits: dict[str, list[ImageRecord]] = {}
@@ -80,8 +80,8 @@ def split_from_files(root: Path, records: list[ImageRecord]) -> dict[str, list[I
             other = seen.setdefault(str(record.path), split)
             if other != split:
                 raise UserError(
-                    f"{TITLE} {root}: {record.path.relative_to(root)} is listed in both {SPLIT_FILES[other]} and "
-                    f"{SPLIT_FILES[split]}: list each image in one split file only"
+                    f"{TITLE} folder {root}: {record.path.relative_to(root)} is listed in both "
+                    f"{SPLIT_FILES[other]} and {SPLIT_FILES[split]}: list each image in one split file only"
                 )
     unlisted = [key for key, record in by_relative.items() if str(record.path) not in seen]
     if unlisted:
@@ -99,7 +99,7 @@ def build_image_folder(root: Path | None, options: DatasetOptions) -> DatasetSpl
     if len(classes) < MIN_CLASSES:
         found = f"only {', '.join(classes)}" if classes else "none"
         raise UserError(
-            f"{TITLE} {root} needs at least {MIN_CLASSES} class subfolders with images "
+            f"{TITLE} folder {root} needs at least {MIN_CLASSES} class subfolders with images "
             f"({', '.join(IMAGE_SUFFIXES)}), found {found}: {HOW_TO_GET} and pass the root with "
             f"{root_parameter(options)}"
         )

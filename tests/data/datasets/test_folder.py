@@ -66,7 +66,7 @@ def test_split_files_are_honoured(tmp_path: Path, write_image, make_options, cap
 
 
 def test_user_errors(tmp_path: Path, write_image, make_options) -> None:
-    with pytest.raises(UserError, match="Image folder needs its folder.*--local_dataset"):
+    with pytest.raises(UserError, match="ImageFolder dataset needs its folder.*--local_dataset"):
         build_image_folder(None, make_options())
     with pytest.raises(UserError, match="does not exist"):
         build_image_folder(tmp_path / "nowhere", make_options())
