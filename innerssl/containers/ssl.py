@@ -138,12 +138,10 @@ class SSLContainer(Container):
             image_column=self.csv_image_column,
             apply_voi_lut=self.apply_voi_lut,
             cache_dir=Path(self.dataset_cache_dir) if self.dataset_cache_dir else None,
-            extra={
-                "root_parameter": root_parameter,
-                "bad_file_log": bad_file_log,
-                "download": self.download_datasets,
-                "demo": {"num_images": self.demo_num_images, "image_size": self.demo_image_size},
-            },
+            root_parameter=root_parameter,
+            bad_file_log=bad_file_log,
+            download=self.download_datasets,
+            demo={"num_images": self.demo_num_images, "image_size": self.demo_image_size},
         )
 
     def labeled_dataset_root(self) -> tuple[Path | None, str]:

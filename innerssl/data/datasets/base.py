@@ -64,7 +64,16 @@ class DatasetOptions:
     apply_voi_lut: bool = True
     cache_dir: Path | None = None
     """Where generated or derived files may be written (e.g. the embedded demo dataset)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    root_parameter: str = "--local_dataset"
+    """The flag that supplied the dataset's folder, for error messages."""
+    bad_file_log: Path | None = None
+    """Text file that collects undecodable images (path and reason), one line each."""
+    csv_file: str = "dataset.csv"
+    """Generic CSV dataset: the label file, relative to the dataset folder."""
+    download: bool = False
+    """Allow datasets torchvision can fetch (CIFAR) to be downloaded when missing."""
+    demo: dict[str, Any] = field(default_factory=dict)
+    """Embedded demo dataset: overrides of ``DemoSpec`` fields (num_images, image_size)."""
 
 
 @dataclass

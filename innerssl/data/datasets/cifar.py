@@ -40,10 +40,10 @@ class CIFARTensors(Dataset):
 
 
 def _build(name: str, dataset_class: type[CIFAR10], root: Path | None, options: DatasetOptions) -> DatasetSplits:
-    parameter = options.extra.get("root_parameter", "--local_dataset")
+    parameter = options.root_parameter
     if root is None:
         raise UserError(f"{name} needs a folder: pass it with {parameter} (add --download_datasets to fetch it)")
-    download = bool(options.extra.get("download", False))
+    download = options.download
     try:
         train = dataset_class(str(root), train=True, download=download)
         test = dataset_class(str(root), train=False, download=download)

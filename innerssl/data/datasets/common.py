@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_ROOT_PARAMETER = "--local_dataset"
 IMAGE_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 """File types :func:`read_image` decodes by suffix (PNG, JPEG, BMP, TIFF, DICOM)."""
 MAX_NAMES_IN_MESSAGE = 5
@@ -48,7 +47,7 @@ MAX_NAMES_IN_MESSAGE = 5
 
 def root_parameter(options: DatasetOptions) -> str:
     """The container flag that supplied this dataset's folder, for error messages."""
-    return str(options.extra.get("root_parameter", DEFAULT_ROOT_PARAMETER))
+    return options.root_parameter
 
 
 def require_root(root: Path | None, title: str, how_to_get: str, options: DatasetOptions) -> Path:
@@ -160,8 +159,7 @@ def image_reader(options: DatasetOptions) -> ImageReader:
 
 
 def bad_file_log(options: DatasetOptions) -> BadFileLog:
-    path = options.extra.get("bad_file_log")
-    return BadFileLog(Path(path) if path is not None else None)
+    return BadFileLog(options.bad_file_log)
 
 
 def seeded_split(

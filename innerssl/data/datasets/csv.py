@@ -1,6 +1,6 @@
 """Any image collection described by one CSV file: a column of image paths and label columns.
 
-``root/dataset.csv`` (or the file named by ``extra["csv_file"]``, relative to the root) holds:
+``root/dataset.csv`` (or the file named by ``options.csv_file``, relative to the root) holds:
 
 - the image path column (``--csv_image_column``, default ``path``), relative to the root;
 - the label columns (``--label_names``): none gives unlabeled images (for SSL); one column is a binary
@@ -37,8 +37,6 @@ from innerssl.registry import DATASETS
 logger = logging.getLogger(__name__)
 
 TITLE = "CSV dataset"
-DEFAULT_CSV_FILE = "dataset.csv"
-CSV_FILE_KEY = "csv_file"
 PATIENT_COLUMN = "patient_id"
 SPLIT_COLUMN = "split"
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -49,7 +47,7 @@ Label = int | tuple[float, ...]
 
 
 def csv_path(root: Path, options: DatasetOptions) -> Path:
-    path = root / str(options.extra.get(CSV_FILE_KEY, DEFAULT_CSV_FILE))
+    path = root / options.csv_file
     if not path.is_file():
         raise UserError(
             f"{TITLE} folder {root} has no {path.name}: write a CSV with a '{options.image_column}' column of image "

@@ -141,7 +141,7 @@ def default_cache_dir() -> Path:
 def build_demo(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """The embedded demo dataset; ``root`` (if given) is where it is generated and cached."""
     cache_dir = root or options.cache_dir or default_cache_dir()
-    spec = DemoSpec(**{k: v for k, v in options.extra.get("demo", {}).items()})
+    spec = DemoSpec(**options.demo)
     images, labels = load_or_generate(Path(cache_dir), spec)
     # Each generated image is its own "patient"; the split seed is the container's, not the generator's.
     train, val, test = split_by_group(

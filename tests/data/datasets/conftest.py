@@ -30,8 +30,7 @@ def make_options(tmp_path: Path) -> Callable[..., DatasetOptions]:
     """DatasetOptions with a bad-file log in tmp_path; keyword arguments override fields."""
 
     def make(**overrides: object) -> DatasetOptions:
-        extra = {"bad_file_log": tmp_path / "bad_files.txt", **overrides.pop("extra", {})}  # type: ignore[dict-item]
-        return DatasetOptions(extra=extra, **overrides)  # type: ignore[arg-type]
+        return DatasetOptions(**{"bad_file_log": tmp_path / "bad_files.txt", **overrides})  # type: ignore[arg-type]
 
     return make
 

@@ -108,7 +108,7 @@ def test_split_column_overrides_the_seeded_split(csv_root: Path, make_options, c
 def test_other_csv_file_and_stratified_split_without_patients(csv_root: Path, make_options) -> None:
     frame = pd.read_csv(csv_root / "dataset.csv").drop(columns=["patient_id"])
     frame.rename(columns={"path": "file"}).to_csv(csv_root / "labels.csv", index=False)
-    options = make_options(label_names=("opacity",), image_column="file", extra={"csv_file": "labels.csv"})
+    options = make_options(label_names=("opacity",), image_column="file", csv_file="labels.csv")
     splits = build_csv(csv_root, options)
     assert sorted(splits.val.labels) == [0, 1] and sorted(splits.test.labels) == [0, 1]
 
@@ -122,7 +122,7 @@ def test_missing_images_are_left_out(csv_root: Path, make_options, caplog) -> No
 
 def test_user_errors(csv_root: Path, tmp_path: Path, make_options) -> None:
     with pytest.raises(UserError, match="CSV dataset needs its folder.*--extra_local_dataset_paths"):
-        build_csv(None, make_options(extra={"root_parameter": "--extra_local_dataset_paths"}))
+        build_csv(None, make_options(root_parameter="--extra_local_dataset_paths"))
     with pytest.raises(UserError, match="has no dataset.csv"):
         build_csv(tmp_path, make_options())
     with pytest.raises(

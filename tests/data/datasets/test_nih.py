@@ -174,7 +174,7 @@ def test_missing_folder_csv_columns_and_images(nih_sample: Path, tmp_path: Path,
     with pytest.raises(UserError, match="NIH ChestX-ray14 needs its folder.*--local_dataset"):
         build_nih(None, make_options())
     with pytest.raises(UserError, match="--extra_local_dataset_paths"):
-        build_nih_binary(None, make_options(extra={"root_parameter": "--extra_local_dataset_paths"}))
+        build_nih_binary(None, make_options(root_parameter="--extra_local_dataset_paths"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match=f"{empty} has no Data_Entry_2017.csv: download.*nihcc.*--local_dataset"):
@@ -204,4 +204,4 @@ def test_undecodable_png_is_skipped_and_logged(nih_sample: Path, tmp_path: Path,
     index = [r.path.name for r in splits.train.records].index(names[0])
     assert splits.train[index] is None
     assert splits.train[(index + 1) % len(splits.train)] is not None
-    assert str(root / "images" / names[0]) in read_bad_file_log(options.extra["bad_file_log"])
+    assert str(root / "images" / names[0]) in read_bad_file_log(options.bad_file_log)

@@ -119,7 +119,7 @@ def test_corrupt_dicom_is_skipped_and_logged(rsna_root, make_options) -> None:
     dataset = next(d for d in (splits.train, splits.val, splits.test) if broken in {r.patient_id for r in d.records})
     index = [r.patient_id for r in dataset.records].index(broken)
     assert dataset[index] is None
-    logged = read_bad_file_log(options.extra["bad_file_log"])
+    logged = read_bad_file_log(options.bad_file_log)
     assert list(logged) == [str(root / IMAGE_FOLDER / f"{broken}.dcm")]
     assert logged[str(root / IMAGE_FOLDER / f"{broken}.dcm")]
     assert all(dataset[i] is not None for i in range(len(dataset)) if i != index)
