@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from innerssl.errors import UserError
+
+if TYPE_CHECKING:
+    from innerssl.containers.base import Container
 
 USAGE = (
     "usage: python runner.py --model=NAME [--config_module=MODULE_OR_FILE.py] [--help] [--param=value ...]\n"
@@ -51,6 +55,28 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
 
 
+def submitted_or_prepared(
+    container: Container, model: str, flags: dict[str, str | None], config_module: str | None
+) -> bool:
+    """Azure ML flags: True when the run was submitted (--azureml) or written as a job (--azureml_dry_run).
+
+    Otherwise the run happens here; a classifier's --pretraining_run_id is resolved to its checkpoint first.
+    The Azure SDK is imported only when one of these flags is given.
+    """
+    wanted = (
+        container.azureml,
+        container.azureml_dry_run,
+        container.pretraining_run_id is not None,
+        container.pretraining_outputs_folder is not None,
+    )
+    if not any(wanted):
+        return False
+    from innerssl.cloud.azureml import dispatch
+
+    job_flags = {"config_module": config_module, **flags} if config_module else dict(flags)
+    return dispatch(container, model, job_flags)
+
+
 def run(argv: Sequence[str]) -> int:
     flags = parse_flags(argv)
     model = flags.pop("model", None)
@@ -73,6 +99,8 @@ def run(argv: Sequence[str]) -> int:
         return 0
     container = container_class()
     container.apply_flags(flags)
+    if submitted_or_prepared(container, model, flags, config_module):
+        return 0
 
     from innerssl.training import train
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -15,6 +15,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from innerssl.containers.base import Container
 from innerssl.containers.ssl import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
+from innerssl.distributed import (
+    RUN_NAME_ENV,
+    ResumeOnOtherProcessCount,
+    gpus_per_node,
+    is_global_zero,
+    shared_run_name,
+    world_size,
+)
 from innerssl.outputs.metrics_csv import EpochMetricsWriter
 from innerssl.outputs.run_folder import BEST_CHECKPOINT_STEM, RunFolder, resolve_run_folder
 
@@ -32,20 +40,24 @@ class RunResult:
 
 
 def hardware(container: Container) -> dict:
-    """Trainer arguments for accelerator, devices, nodes and strategy."""
-    gpus = torch.cuda.device_count() if container.max_num_gpus != 0 else 0
-    if container.max_num_gpus > 0:
-        gpus = min(gpus, container.max_num_gpus)
-    if gpus == 0:
-        return {"accelerator": "cpu", "devices": 1, "num_nodes": container.num_nodes, "strategy": "auto"}
-    distributed = gpus * container.num_nodes > 1
-    return {
-        "accelerator": "gpu",
-        "devices": gpus,
+    """Trainer arguments for accelerator, devices, nodes and strategy.
+
+    More than one process in all (GPUs per node x nodes, or ``num_cpu_processes`` x nodes on the CPU) trains
+    with Lightning's DDP (NCCL on GPUs, gloo on the CPU); SSL (and finetuning) then synchronises BatchNorm
+    statistics across processes, which PyTorch supports on GPUs only.
+    """
+    gpus = gpus_per_node(container)
+    devices = gpus or container.num_cpu_processes
+    distributed = devices * container.num_nodes > 1
+    arguments = {
+        "accelerator": "gpu" if gpus else "cpu",
+        "devices": devices,
         "num_nodes": container.num_nodes,
         "strategy": "ddp" if distributed else "auto",
-        "sync_batchnorm": distributed and container.uses_sync_batchnorm(),
     }
+    if gpus:
+        arguments["sync_batchnorm"] = distributed and container.uses_sync_batchnorm()
+    return arguments
 
 
 def add_file_logging(path: Path) -> logging.Handler:
@@ -76,24 +88,39 @@ def checkpoint_callbacks(container: Container, folder: RunFolder) -> list[ModelC
 
 
 def train(container: Container, model_name: str) -> RunResult:
-    """Run the container's training end to end; returns where the outputs are and the best metric."""
+    """Run the container's training end to end; returns where the outputs are and the best metric.
+
+    Under DDP every process runs this function. Only global rank 0 writes config.yaml and log.txt (Lightning
+    writes checkpoints, TensorBoard logs and, through ``EpochMetricsWriter``, metrics.csv and charts on rank 0
+    only); all processes agree on the run folder (see ``innerssl.distributed.shared_run_name``).
+    """
     container.validate()
-    folder = resolve_run_folder(container.output_root(), model_name, container.run_name, container.resume)
-    folder.root.mkdir(parents=True, exist_ok=True)
-    handler = add_file_logging(folder.log_file)
+    rank_zero = is_global_zero(container)
+    run_name = container.run_name or shared_run_name(world_size(container))
+    folder = resolve_run_folder(container.output_root(), model_name, run_name, container.resume)
+    # Whether this process surely writes into rank 0's folder (bad-file log lines).
+    same_folder = rank_zero or run_name is not None or container.resume
+    previous_run_name = os.environ.get(RUN_NAME_ENV)
+    os.environ[RUN_NAME_ENV] = folder.root.name  # the processes Lightning launches for DDP inherit it
+    handler: logging.Handler | None = None
+    if rank_zero:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        handler = add_file_logging(folder.log_file)
     try:
-        config = {"model": model_name, **container.config_dict()}
-        folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        logger.info("Run folder: %s", folder.root)
+        if rank_zero:
+            config = {"model": model_name, **container.config_dict()}
+            folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            logger.info("Run folder: %s", folder.root)
         pl.seed_everything(container.random_seed, workers=True)
 
-        datamodule = container.create_datamodule(folder.root)
+        datamodule = container.create_datamodule(folder.root if same_folder else None)
         module = container.create_lightning_module(datamodule)
         checkpoints = checkpoint_callbacks(container, folder)
         callbacks = [
             *container.create_callbacks(datamodule),
             *checkpoints,
             TQDMProgressBar(),
+            ResumeOnOtherProcessCount(),
             EpochMetricsWriter(folder.metrics_csv, folder.charts),
         ]
         trainer = pl.Trainer(
@@ -121,5 +148,10 @@ def train(container: Container, model_name: str) -> RunResult:
             best_value = float(best.best_model_score)
         return RunResult(folder, best.monitor if best else None, best_value, len(bad_files))
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if previous_run_name is None:
+            os.environ.pop(RUN_NAME_ENV, None)
+        else:
+            os.environ[RUN_NAME_ENV] = previous_run_name
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()

@@ -16,6 +16,7 @@ from typing import Any
 import param
 import pytorch_lightning as pl
 
+from innerssl.cloud.parameters import AzureMLParameters
 from innerssl.errors import UserError
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -79,7 +80,7 @@ def parse_value(name: str, parameter: param.Parameter, text: str) -> Any:
     return text
 
 
-class Container(param.Parameterized):
+class Container(AzureMLParameters):
     """Run-level parameters shared by every model: seeds, hardware, precision, outputs."""
 
     num_epochs: int = param.Integer(100, bounds=(1, None), doc="Number of training epochs.")
@@ -104,6 +105,25 @@ class Container(param.Parameterized):
     resume: bool = param.Boolean(
         False,
         doc="Continue the run <run_name> (default: the latest run of this model) from checkpoints/last.ckpt.",
+    )
+
+    # --- distributed ---------------------------------------------------------------------------------
+    scale_learning_rate_with_batch_size: bool = param.Boolean(
+        True,
+        doc="When more than one process trains (GPUs x nodes), scale the learning rate with the global batch "
+        "(linear scaling rule): learning_rate x per-process batch x processes / "
+        "learning_rate_reference_batch_size. One process always uses learning_rate as given.",
+    )
+    learning_rate_reference_batch_size: int = param.Integer(
+        256,
+        bounds=(1, None),
+        doc="The global batch size at which learning_rate applies unchanged under the linear scaling rule.",
+    )
+    num_cpu_processes: int = param.Integer(
+        1,
+        bounds=(1, None),
+        doc="With --max_num_gpus=0: CPU training processes per node; more than one runs DDP with the gloo "
+        "backend (mainly for testing the distributed code paths without GPUs).",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from innerssl.augment.per_sample import build_per_sample_transform
 from innerssl.containers.ssl import SSLContainer
 from innerssl.data.datamodule import ClassifierDataModule
+from innerssl.distributed import effective_learning_rate
 from innerssl.errors import UserError
 from innerssl.eval.classifier import METRIC_PREFIX, SSLClassifier
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint
@@ -76,7 +77,7 @@ class SSLClassifierContainer(SSLContainer):
             task=splits.label_info.task,
             class_names=splits.label_info.class_names,
             freeze_encoder=self.freeze_encoder,
-            learning_rate=self.learning_rate,
+            learning_rate=effective_learning_rate(self, self.linear_head_batch_size),
             weight_decay=self.weight_decay,
             warmup_epochs=self.warmup_epochs,
             dropout=self.classifier_dropout,

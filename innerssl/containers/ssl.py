@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import param
 import pytorch_lightning as pl
 
-from innerssl.augment.config import AugmentationConfig, load_augmentation_config
+from innerssl.augment.config import AugmentationConfig, PreprocessConfig, load_augmentation_config
 from innerssl.augment.per_sample import TwoViews, build_per_sample_transform
 from innerssl.containers.base import Container
 from innerssl.data.datamodule import SSLDataModule
 from innerssl.data.datasets.base import DatasetOptions, DatasetSplits
+from innerssl.distributed import effective_learning_rate
 from innerssl.encoders import ENCODER_NAMES
 from innerssl.errors import UserError
 from innerssl.eval.metrics import positive_class_weight
@@ -112,6 +114,14 @@ class SSLContainer(Container):
         doc="YAML augmentations of the linear head's training images (its preprocess also applies at eval).",
     )
 
+    image_size: int | None = param.Integer(
+        None,
+        allow_None=True,
+        bounds=(8, None),
+        doc="Overrides the augmentation configs' preprocess: resize the shorter side to image_size and "
+        "center-crop image_size x image_size (e.g. 64 for a quick CPU run of a 224 px config).",
+    )
+
     # --- validation ----------------------------------------------------------------------------------
     def validate(self) -> None:
         super().validate()
@@ -148,9 +158,8 @@ class SSLContainer(Container):
         """Folder of the linear-head dataset and the flag that sets it."""
         if self.extra_local_dataset_paths:
             return Path(self.extra_local_dataset_paths[0]), "--extra_local_dataset_paths"
-        if self.linear_head_dataset_name == self.ssl_training_dataset_name or self.local_dataset is None:
-            root = Path(self.local_dataset) if self.local_dataset else None
-            return root, "--local_dataset"
+        if self.linear_head_dataset_name == self.ssl_training_dataset_name:
+            return (Path(self.local_dataset) if self.local_dataset else None), "--local_dataset"
         return None, "--extra_local_dataset_paths"
 
     def build_dataset(
@@ -176,7 +185,10 @@ class SSLContainer(Container):
         return splits
 
     def augmentation(self, parameter: str) -> AugmentationConfig:
-        return load_augmentation_config(getattr(self, parameter), parameter_name=f"--{parameter}")
+        config = load_augmentation_config(getattr(self, parameter), parameter_name=f"--{parameter}")
+        if self.image_size is None:
+            return config
+        return dataclasses.replace(config, preprocess=PreprocessConfig(self.image_size, self.image_size))
 
     def positive_weight(self, splits: DatasetSplits, balanced: bool) -> float | None:
         if not balanced or splits.label_info.task != "binary":
@@ -186,10 +198,11 @@ class SSLContainer(Container):
     # --- creation ------------------------------------------------------------------------------------
     def create_datamodule(self, run_folder: Path | None = None) -> SSLDataModule:
         ssl_config = self.augmentation("ssl_augmentation_config")
+        ssl_splits = self.ssl_splits(run_folder)
         linear_head = self.linear_head_splits(run_folder)
         linear_head_config = self.augmentation("linear_head_augmentation_config") if linear_head else None
         return SSLDataModule(
-            ssl_splits=self.ssl_splits(run_folder),
+            ssl_splits=ssl_splits,
             ssl_transform=TwoViews(build_per_sample_transform(ssl_config, self.in_channels)),
             ssl_batch_size=self.ssl_training_batch_size,
             linear_head_splits=linear_head,
@@ -210,7 +223,7 @@ class SSLContainer(Container):
         arguments = {
             "encoder_name": self.ssl_encoder,
             "in_channels": self.in_channels,
-            "learning_rate": self.learning_rate,
+            "learning_rate": effective_learning_rate(self, self.ssl_training_batch_size),
             "weight_decay": self.weight_decay,
             "warmup_epochs": self.warmup_epochs,
             "channels_last": self.channels_last,
@@ -235,6 +248,7 @@ class SSLContainer(Container):
                 splits.label_info,
                 learning_rate=self.learning_rate_linear_head_during_ssl_training,
                 positive_weight=self.positive_weight(splits, self.use_balanced_binary_loss_for_linear_head),
+                seed=self.random_seed,
             )
         ]
 

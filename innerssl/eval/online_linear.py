@@ -49,6 +49,22 @@ def embed(pl_module: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
         return encoder(images).float()
 
 
+def average_gradients_across_processes(module: nn.Module, world_size: int) -> None:
+    """Replace every gradient of ``module`` by its mean over the DDP processes (one all-reduce for all).
+
+    Each process then takes the same optimizer step from the same weights, so the weights stay identical.
+    """
+    parameters = [p for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in parameters])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for parameter in parameters:
+        count = parameter.grad.numel()
+        parameter.grad.copy_(flat[offset : offset + count].view_as(parameter.grad))
+        offset += count
+
+
 class OnlineLinearHead(pl.Callback):
     """Trains and evaluates a linear classifier on frozen embeddings during SSL training."""
 
@@ -58,8 +74,10 @@ class OnlineLinearHead(pl.Callback):
         learning_rate: float,
         weight_decay: float = 0.0,
         positive_weight: float | None = None,
+        seed: int = 0,
     ) -> None:
         self.label_info = label_info
+        self.seed = seed
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.positive_weight = positive_weight
@@ -71,7 +89,12 @@ class OnlineLinearHead(pl.Callback):
     # --- state -------------------------------------------------------------------------------------
     def _ensure_head(self, pl_module: pl.LightningModule) -> nn.Linear:
         if self.head is None:
-            self.head = nn.Linear(pl_module.feature_dim, self.label_info.num_outputs)
+            # Initialised from its own seed, not the global random stream (which differs between processes
+            # once data loading has drawn from it): every DDP process starts from the same head, and the
+            # training's random stream is left as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(self.seed)
+                self.head = nn.Linear(pl_module.feature_dim, self.label_info.num_outputs)
         if next(self.head.parameters()).device != pl_module.device or self.optimizer is None:
             self.head.to(pl_module.device)
             self.optimizer = torch.optim.AdamW(
@@ -113,9 +136,7 @@ class OnlineLinearHead(pl.Callback):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if trainer.world_size > 1:
-            for parameter in self.head.parameters():
-                torch.distributed.all_reduce(parameter.grad)
-                parameter.grad /= trainer.world_size
+            average_gradients_across_processes(self.head, trainer.world_size)
         self.optimizer.step()
         self._predictions["train"].add(logits, targets, loss)
 
@@ -142,7 +163,15 @@ class OnlineLinearHead(pl.Callback):
             return
         gather = pl_module.all_gather if pl_module.trainer.world_size > 1 else None
         for name, value in predictions.compute(gather).items():
-            pl_module.log(f"{METRIC_PREFIX}/{split}_{name}", value, on_epoch=True, add_dataloader_idx=False)
+            # Computed from every process's predictions, so equal on all: sync_dist only averages equal values
+            # (and tells Lightning the value is global).
+            pl_module.log(
+                f"{METRIC_PREFIX}/{split}_{name}",
+                value,
+                on_epoch=True,
+                add_dataloader_idx=False,
+                sync_dist=gather is not None,
+            )
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._predictions["val"].reset()

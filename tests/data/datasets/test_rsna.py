@@ -2,82 +2,30 @@
 
 from __future__ import annotations
 
-import io
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 from innerssl.data.datasets.base import read_bad_file_log
 from innerssl.data.datasets.rsna import build_rsna_pneumonia
 from innerssl.errors import UserError
+from tests.rsna_layout import IMAGE_FOLDER, LABELS_CSV, build_rsna_layout
 
 NUM_IMAGES = 12
 POSITIVES = 5
-BOXES_PER_POSITIVE = (1, 2, 3)
 IMAGE_SIZE = 256
 """Source PNGs are shrunk from 1024 px to keep the test fast; pixels stay real radiograph pixels."""
-JPEG_QUALITY = 95
 JPEG_TOLERANCE = 0.03
 """Mean absolute difference (of [0, 1] pixels) allowed between the DICOM's decoded JPEG and its source."""
-LABELS_CSV = "stage_2_train_labels.csv"
-IMAGE_FOLDER = "stage_2_train_images"
-
-
-def jpeg_dicom(pixels: np.ndarray, patient_id: str, path: Path) -> None:
-    """An 8-bit MONOCHROME2 CR image with JPEG baseline transfer syntax, like the RSNA challenge files."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=JPEG_QUALITY)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = patient_id
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = encapsulate([buffer.getvalue()])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture
 def rsna_root(nih_sample: Path, tmp_path: Path) -> tuple[Path, dict[str, int], dict[str, np.ndarray]]:
     """Kaggle layout with NUM_IMAGES DICOMs; returns the root, the expected labels and the source pixels."""
     root = tmp_path / "rsna"
-    (root / IMAGE_FOLDER).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    sources = sorted((nih_sample / "images").glob("*.png"))[:NUM_IMAGES]
-    rows, labels, pixels = [], {}, {}
-    for index, source in enumerate(sources):
-        patient = str(uuid.UUID(int=int(rng.integers(1 << 62))))
-        image = np.asarray(Image.open(source).convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
-        jpeg_dicom(image, patient, root / IMAGE_FOLDER / f"{patient}.dcm")
-        pixels[patient] = image.astype(np.float32) / 255
-        if index < POSITIVES:
-            for box in range(BOXES_PER_POSITIVE[index % len(BOXES_PER_POSITIVE)]):
-                rows.append((patient, 10.0 * box, 20.0, 50.0, 60.0, 1))
-            labels[patient] = 1
-        else:
-            rows.append((patient, np.nan, np.nan, np.nan, np.nan, 0))
-            labels[patient] = 0
-    frame = pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"])
-    frame.sample(frac=1, random_state=1).to_csv(root / LABELS_CSV, index=False)
+    labels, pixels = build_rsna_layout(nih_sample / "images", root, NUM_IMAGES, POSITIVES, IMAGE_SIZE)
     return root, labels, pixels
 
 

@@ -1,0 +1,205 @@
+"""Multi-process (DDP) training: how many processes train, the learning rate they use, and resuming on another
+number of processes.
+
+Lightning does the distributed work itself (``strategy="ddp"``: gradient averaging, ``DistributedSampler``
+on every loader, rank-0-only checkpoints and loggers); this module holds innerssl's few rules around it:
+
+- the number of processes: ``devices`` (GPUs, or CPU processes for gloo tests) x ``num_nodes``;
+- the linear learning-rate scaling rule ``lr = learning_rate * global_batch / reference_batch``, applied
+  only when more than one process trains;
+- this process's rank before Lightning is running, from the launcher's environment variables, so that
+  only rank 0 writes the run folder's config and log, and every process agrees on the run folder;
+- ``ResumeOnOtherProcessCount``: a callback that keeps the learning-rate schedule (and BYOL's momentum
+  schedule, both functions of the step) consistent when a run resumes on a different number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+
+if TYPE_CHECKING:
+    from innerssl.containers.base import Container
+
+logger = logging.getLogger(__name__)
+
+RUN_NAME_ENV = "INNERSSL_RUN_NAME"
+"""Set by rank 0 around training so that the processes Lightning launches use the same run folder."""
+JOB_ID_ENVS = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "AZUREML_RUN_ID")
+"""Job ids that every process of a job started by torchrun, SLURM or Azure ML shares."""
+
+
+def gpus_per_node(container: Container) -> int:
+    """GPUs this node trains on: all visible ones for -1, at most ``max_num_gpus`` otherwise; 0 on the CPU."""
+    if container.max_num_gpus == 0:
+        return 0
+    gpus = torch.cuda.device_count()
+    if container.max_num_gpus > 0:
+        gpus = min(gpus, container.max_num_gpus)
+    return gpus
+
+
+def processes_per_node(container: Container) -> int:
+    """Training processes on each node: one per GPU, or ``num_cpu_processes`` on the CPU."""
+    return gpus_per_node(container) or container.num_cpu_processes
+
+
+def world_size(container: Container) -> int:
+    """Number of training processes in all: processes per node x nodes."""
+    return processes_per_node(container) * container.num_nodes
+
+
+def global_rank_from_env(devices_per_node: int = 1) -> int:
+    """This process's global rank from the launcher's variables; 0 when no launcher started it.
+
+    torchrun and Azure ML set RANK; processes Lightning launches itself get LOCAL_RANK and NODE_RANK, and the
+    first process of each node has the NODE_RANK its user set (checked before SLURM_PROCID, which an
+    interactive SLURM shell also sets); ``srun`` sets SLURM_PROCID.
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "LOCAL_RANK" in os.environ or "NODE_RANK" in os.environ:
+        node_rank = int(os.environ.get("NODE_RANK", 0))
+        return node_rank * devices_per_node + int(os.environ.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return 0
+
+
+def is_global_zero(container: Container) -> bool:
+    return global_rank_from_env(processes_per_node(container)) == 0
+
+
+def shared_run_name(processes: int) -> str | None:
+    """A default run name every process of this job agrees on, or None where there is none.
+
+    Processes Lightning launched inherit rank 0's name in ``INNERSSL_RUN_NAME``; when more than one process
+    trains, processes started by torchrun (with a rendezvous id), SLURM or Azure ML share their job id.
+    """
+    name = os.environ.get(RUN_NAME_ENV)
+    if name:
+        return name
+    if processes <= 1:
+        return None
+    for variable in JOB_ID_ENVS:
+        job_id = os.environ.get(variable, "")
+        if job_id and job_id != "none":
+            return f"job-{job_id}"
+    return None
+
+
+def scaled_learning_rate(learning_rate: float, per_process_batch: int, processes: int, reference_batch: int) -> float:
+    """The linear scaling rule (Goyal et al., 2017): ``learning_rate * global_batch / reference_batch``.
+
+    ``global_batch = per_process_batch * processes``; one process keeps ``learning_rate`` as it is.
+    """
+    if processes <= 1:
+        return learning_rate
+    return learning_rate * per_process_batch * processes / reference_batch
+
+
+def effective_learning_rate(container: Container, per_process_batch: int) -> float:
+    """The learning rate the module trains with: ``container.learning_rate``, scaled with the global batch when
+    more than one process trains and ``scale_learning_rate_with_batch_size`` is set (logged on rank 0)."""
+    base = container.learning_rate
+    processes = world_size(container)
+    if processes <= 1 or not container.scale_learning_rate_with_batch_size:
+        return base
+    reference = container.learning_rate_reference_batch_size
+    learning_rate = scaled_learning_rate(base, per_process_batch, processes, reference)
+    if is_global_zero(container):
+        logger.info(
+            "Learning rate scaled with the global batch: %g x (%d per process x %d processes) / %d = %g "
+            "(--scale_learning_rate_with_batch_size=false keeps %g)",
+            base,
+            per_process_batch,
+            processes,
+            reference,
+            learning_rate,
+            base,
+        )
+    return learning_rate
+
+
+def set_global_step(trainer: pl.Trainer, step: int) -> None:
+    """Set the optimizer-step counter behind ``trainer.global_step`` (automatic optimization)."""
+    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
+    progress.ready = progress.completed = step
+
+
+class ResumeOnOtherProcessCount(pl.Callback):
+    """Keeps step-based schedules consistent when a run resumes on another number of processes (or with another
+    learning rate).
+
+    Lightning restores the optimizer step count, the schedulers' step count and their base learning rates from
+    the checkpoint. With another number of processes an epoch has another number of steps, so the cosine
+    schedule (and BYOL's momentum schedule) would end too early or too late, and the learning rate would keep
+    the old scaling. At the start of the resumed training this callback converts the step count to the new
+    steps per epoch and rebases the schedulers on the learning rate the module now has.
+    """
+
+    def __init__(self) -> None:
+        self.steps_per_epoch: int | None = None
+        self.world_size: int | None = None
+        self._restored: dict[str, Any] = {}
+        self._restored_learning_rate: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        learning_rate = checkpoint.get("hyper_parameters", {}).get("learning_rate")
+        self._restored_learning_rate = float(learning_rate) if learning_rate is not None else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.world_size = trainer.world_size
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            return
+        self.steps_per_epoch = max(1, -(-int(batches) // trainer.accumulate_grad_batches))
+        restored_steps = self._restored.get("steps_per_epoch")
+        if not restored_steps or trainer.global_step == 0:
+            return
+        step = trainer.global_step
+        if restored_steps != self.steps_per_epoch:
+            step = round(trainer.global_step * self.steps_per_epoch / restored_steps)
+            if trainer.is_global_zero:
+                logger.info(
+                    "Resuming on %d processes (checkpoint: %s): %d steps per epoch instead of %d; step %d counts "
+                    "as step %d of the new schedule",
+                    trainer.world_size,
+                    self._restored.get("world_size"),
+                    self.steps_per_epoch,
+                    restored_steps,
+                    trainer.global_step,
+                    step,
+                )
+            set_global_step(trainer, step)
+        learning_rate = pl_module.hparams.get("learning_rate")
+        factor = 1.0
+        if learning_rate is not None and self._restored_learning_rate:
+            factor = float(learning_rate) / self._restored_learning_rate
+        if factor != 1.0 and trainer.is_global_zero:
+            logger.info("Learning rate %g instead of the checkpoint's %g", learning_rate, self._restored_learning_rate)
+        for config in trainer.lr_scheduler_configs:
+            rebase_scheduler(config.scheduler, step if config.interval == "step" else None, factor)
+
+
+def rebase_scheduler(scheduler: Any, step: int | None, factor: float) -> None:
+    """Move a LambdaLR-style scheduler to ``step`` (None: keep) and scale its base learning rates by ``factor``."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        logger.warning("Cannot adjust a %s on resume; its schedule is kept as saved", type(scheduler).__name__)
+        return
+    if step is not None:
+        scheduler.last_epoch = step
+    scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
+    for group, base, schedule in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * schedule(scheduler.last_epoch)
