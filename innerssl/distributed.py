@@ -9,17 +9,17 @@ on every loader, rank-0-only checkpoints and loggers); this module holds innerss
   only when more than one process trains;
 - this process's rank before Lightning is running, from the launcher's environment variables, so that
   only rank 0 writes the run folder's config and log, and every process agrees on the run folder;
-- ``ResumeOnOtherProcessCount``: a callback that keeps the learning-rate schedule (and BYOL's momentum
-  schedule, both functions of the step) consistent when a run resumes on a different number of processes.
+
+Resuming on another number of processes needs nothing here: the schedules follow the fraction of training
+done (``innerssl.optim.WarmupCosineModule``), not a step count, and take this run's learning rate.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
 import torch
 
 if TYPE_CHECKING:
@@ -123,83 +123,3 @@ def effective_learning_rate(container: Container, per_process_batch: int) -> flo
             base,
         )
     return learning_rate
-
-
-def set_global_step(trainer: pl.Trainer, step: int) -> None:
-    """Set the optimizer-step counter behind ``trainer.global_step`` (automatic optimization)."""
-    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
-    progress.ready = progress.completed = step
-
-
-class ResumeOnOtherProcessCount(pl.Callback):
-    """Keeps step-based schedules consistent when a run resumes on another number of processes (or with another
-    learning rate).
-
-    Lightning restores the optimizer step count, the schedulers' step count and their base learning rates from
-    the checkpoint. With another number of processes an epoch has another number of steps, so the cosine
-    schedule (and BYOL's momentum schedule) would end too early or too late, and the learning rate would keep
-    the old scaling. At the start of the resumed training this callback converts the step count to the new
-    steps per epoch and rebases the schedulers on the learning rate the module now has.
-    """
-
-    def __init__(self) -> None:
-        self.steps_per_epoch: int | None = None
-        self.world_size: int | None = None
-        self._restored: dict[str, Any] = {}
-        self._restored_learning_rate: float | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = dict(state_dict)
-
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        learning_rate = checkpoint.get("hyper_parameters", {}).get("learning_rate")
-        self._restored_learning_rate = float(learning_rate) if learning_rate is not None else None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.world_size = trainer.world_size
-        batches = trainer.num_training_batches
-        if batches == float("inf"):
-            return
-        self.steps_per_epoch = max(1, -(-int(batches) // trainer.accumulate_grad_batches))
-        restored_steps = self._restored.get("steps_per_epoch")
-        if not restored_steps or trainer.global_step == 0:
-            return
-        step = trainer.global_step
-        if restored_steps != self.steps_per_epoch:
-            step = round(trainer.global_step * self.steps_per_epoch / restored_steps)
-            if trainer.is_global_zero:
-                logger.info(
-                    "Resuming on %d processes (checkpoint: %s): %d steps per epoch instead of %d; step %d counts "
-                    "as step %d of the new schedule",
-                    trainer.world_size,
-                    self._restored.get("world_size"),
-                    self.steps_per_epoch,
-                    restored_steps,
-                    trainer.global_step,
-                    step,
-                )
-            set_global_step(trainer, step)
-        learning_rate = pl_module.hparams.get("learning_rate")
-        factor = 1.0
-        if learning_rate is not None and self._restored_learning_rate:
-            factor = float(learning_rate) / self._restored_learning_rate
-        if factor != 1.0 and trainer.is_global_zero:
-            logger.info("Learning rate %g instead of the checkpoint's %g", learning_rate, self._restored_learning_rate)
-        for config in trainer.lr_scheduler_configs:
-            rebase_scheduler(config.scheduler, step if config.interval == "step" else None, factor)
-
-
-def rebase_scheduler(scheduler: Any, step: int | None, factor: float) -> None:
-    """Move a LambdaLR-style scheduler to ``step`` (None: keep) and scale its base learning rates by ``factor``."""
-    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        logger.warning("Cannot adjust a %s on resume; its schedule is kept as saved", type(scheduler).__name__)
-        return
-    if step is not None:
-        scheduler.last_epoch = step
-    scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
-    for group, base, schedule in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["initial_lr"] = base
-        group["lr"] = base * schedule(scheduler.last_epoch)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -30,23 +32,66 @@ def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[
     ]
 
 
-def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate: linear warmup from ~0, then cosine decay to 0."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return 0.5 * (1 + math.cos(math.pi * progress))
+class WarmupCosineModule(pl.LightningModule):
+    """A LightningModule whose schedules follow the fraction of training done, not a count of steps.
+
+    The learning rate (linear warmup over ``warmup_epochs``, then cosine decay to 0) and, in subclasses, other
+    schedules such as BYOL's momentum are functions of ``training_fraction()``: epochs done plus the part of
+    the current epoch, over ``max_epochs``. A run resumed with another number of processes (so another number
+    of steps per epoch) therefore continues each schedule where it stopped, and a resumed run picks up the
+    learning rate it is given now (e.g. scaled for the new global batch) instead of the checkpoint's.
+    Subclasses declare ``learning_rate``, ``weight_decay`` and ``warmup_epochs`` hyperparameters.
+    """
+
+    _fraction_at_step_start: float = 0.0
+    _fraction_at_step_end: float = 0.0
+
+    def training_fraction(self) -> float:
+        """Fraction of training done when the current optimizer step started, in [0, 1]."""
+        return self._fraction_at_step_start
+
+    def _epoch_fraction(self, epochs_done: float) -> float:
+        return min(1.0, epochs_done / max(1, self.trainer.max_epochs or 1))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        batches = self.trainer.num_training_batches
+        if batches and math.isfinite(batches):
+            epoch = self.trainer.current_epoch
+            self._fraction_at_step_start = self._epoch_fraction(epoch + batch_idx / batches)
+            self._fraction_at_step_end = self._epoch_fraction(epoch + (batch_idx + 1) / batches)
+
+    def learning_rate_factor(self) -> float:
+        """Schedule value for the next step; Lightning steps the scheduler right after the optimizer."""
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        return warmup_cosine_factor_of_fraction(self._fraction_at_step_end, self.hparams.warmup_epochs / max_epochs)
+
+    def configure_warmup_cosine(self, modules: Iterable[nn.Module]) -> dict:
+        """AdamW over ``modules`` (no weight decay on norms and biases) with the warmup-cosine schedule."""
+        optimizer = torch.optim.AdamW(
+            parameter_groups(modules, self.hparams.weight_decay), lr=self.hparams.learning_rate
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: self.learning_rate_factor())
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # On resume the scheduler's base learning rates come from the checkpoint: use this run's rate.
+        self._fraction_at_step_start = self._fraction_at_step_end = self._epoch_fraction(self.trainer.current_epoch)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            scheduler.base_lrs = [self.hparams.learning_rate for _ in scheduler.base_lrs]
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["initial_lr"] = base
+                group["lr"] = base * self.learning_rate_factor()
+
+    def log_learning_rate(self, prefix: str) -> None:
+        """The optimizer's current learning rate, averaged over the epoch (a column of metrics.csv)."""
+        learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log(f"{prefix}/learning_rate", learning_rate, on_step=False, on_epoch=True)
 
 
-def warmup_cosine_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps)
-    )
-
-
-def steps_for_epochs(epochs: float, total_steps: int, total_epochs: int) -> int:
-    """Convert a number of epochs (e.g. warmup) into optimizer steps."""
-    return int(round(epochs * total_steps / max(1, total_epochs)))
+def warmup_cosine_factor_of_fraction(fraction: float, warmup_fraction: float) -> float:
+    """Multiplier of the base learning rate at ``fraction`` of training: linear warmup, then cosine to 0."""
+    if warmup_fraction > 0 and fraction < warmup_fraction:
+        return max(fraction, 1e-3 * warmup_fraction) / warmup_fraction
+    progress = (fraction - warmup_fraction) / max(1e-12, 1 - warmup_fraction)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))

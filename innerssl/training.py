@@ -17,7 +17,6 @@ from innerssl.containers.ssl import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
 from innerssl.distributed import (
     RUN_NAME_ENV,
-    ResumeOnOtherProcessCount,
     gpus_per_node,
     is_global_zero,
     shared_run_name,
@@ -120,7 +119,6 @@ def train(container: Container, model_name: str) -> RunResult:
             *container.create_callbacks(datamodule),
             *checkpoints,
             TQDMProgressBar(),
-            ResumeOnOtherProcessCount(),
             EpochMetricsWriter(folder.metrics_csv, folder.charts),
         ]
         trainer = pl.Trainer(

@@ -1,8 +1,7 @@
 import pytest
-import torch
 from torch import nn
 
-from innerssl.optim import parameter_groups, steps_for_epochs, warmup_cosine_factor
+from innerssl.optim import parameter_groups, warmup_cosine_factor_of_fraction
 
 
 def test_norm_layers_and_biases_get_no_weight_decay():
@@ -21,12 +20,12 @@ def test_frozen_parameters_are_left_out():
 
 
 def test_warmup_then_cosine():
-    assert warmup_cosine_factor(0, 10, 110) == pytest.approx(0.1)
-    assert warmup_cosine_factor(9, 10, 110) == pytest.approx(1.0)
-    assert warmup_cosine_factor(10, 10, 110) == pytest.approx(1.0)
-    assert warmup_cosine_factor(60, 10, 110) == pytest.approx(0.5)
-    assert warmup_cosine_factor(110, 10, 110) == pytest.approx(0.0, abs=1e-9)
-    assert steps_for_epochs(2, total_steps=100, total_epochs=10) == 20
-    factors = [warmup_cosine_factor(s, 0, 50) for s in range(50)]
+    factor = warmup_cosine_factor_of_fraction
+    assert factor(0.05, 0.1) == pytest.approx(0.5)
+    assert factor(0.1, 0.1) == pytest.approx(1.0)
+    assert factor(0.55, 0.1) == pytest.approx(0.5)
+    assert factor(1.0, 0.1) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < factor(0.0, 0.1) < 0.01
+    factors = [factor(f / 50, 0.0) for f in range(51)]
+    assert factors[0] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors, factors[1:]))
-    assert isinstance(torch.tensor(factors[0]).item(), float)

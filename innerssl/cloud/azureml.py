@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from io import StringIO
@@ -160,39 +159,9 @@ def check_job_flags(container: Any, flags: Mapping[str, str | None]) -> None:
             raise UserError(f"--azureml_tags entry '{tag}' is not key=value")
 
 
-@contextmanager
-def _stand_ins_for_job_paths(container: Any) -> Iterator[None]:
-    """Temporarily point the parameters that the job fills in (dataset mounts, checkpoint) at stand-ins here.
-
-    The job's folders exist inside the job, not on the submitting machine, so the container's own checks of
-    them are run against empty stand-ins; every other check runs as it will in the job.
-    """
-    with tempfile.TemporaryDirectory(prefix="innerssl-azureml-") as folder:
-        checkpoint = Path(folder) / "last.ckpt"
-        checkpoint.touch()
-        stand_ins: dict[str, Any] = {}
-        if container.azureml_dataset is not None:
-            stand_ins["local_dataset"] = folder
-        if container.azureml_extra_datasets:
-            stand_ins["extra_local_dataset_paths"] = [folder] * len(container.azureml_extra_datasets)
-        if container.pretraining_run_id is not None:
-            stand_ins["local_weights_path"] = str(checkpoint)
-        if container.precision == "16-mixed":
-            stand_ins["precision"] = "32"  # the job's machines have GPUs; this one need not
-        saved = {name: getattr(container, name) for name in stand_ins}
-        try:
-            for name, value in stand_ins.items():
-                setattr(container, name, value)
-            yield
-        finally:
-            for name, value in saved.items():
-                setattr(container, name, value)
-
-
 def validate_for_job(container: Any) -> None:
-    """The container's own validation, as it will run inside the job."""
-    with _stand_ins_for_job_paths(container):
-        container.validate()
+    """The container's own validation, without what only the job's machine has (dataset mounts, GPUs)."""
+    container.validate(check_this_machine=False)
 
 
 # --- the job --------------------------------------------------------------------------------------------------

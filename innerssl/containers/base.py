@@ -148,8 +148,13 @@ class Container(AzureMLParameters):
     # --- command line --------------------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> dict[str, param.Parameter]:
-        """Every user-settable parameter, in declaration order (base classes first)."""
-        return {name: p for name, p in cls.param.objects("existing").items() if name != "name"}
+        """Every user-settable parameter in declaration order, the Azure ML ones (a base class) last."""
+        declared = {name: p for name, p in cls.param.objects("existing").items() if name != "name"}
+        cloud = set(AzureMLParameters.param.objects("existing"))
+        return {
+            **{n: p for n, p in declared.items() if n not in cloud},
+            **{n: p for n, p in declared.items() if n in cloud},
+        }
 
     def apply_flags(self, flags: Mapping[str, str | None]) -> None:
         """Set parameters from ``--name=value`` flags (None means a bare ``--name``, true for booleans)."""
@@ -191,9 +196,13 @@ class Container(AzureMLParameters):
         return {name: getattr(self, name) for name in self.parameters()}
 
     # --- validation and work -------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Check parameter combinations; raise UserError with a one-line message naming the flag."""
-        if self.precision == "16-mixed" and not _cuda_available():
+    def validate(self, check_this_machine: bool = True) -> None:
+        """Check parameter combinations; raise UserError with a one-line message naming the flag.
+
+        ``check_this_machine=False`` skips what depends on this machine (local folders and files, a GPU),
+        for runs that are submitted to run elsewhere.
+        """
+        if check_this_machine and self.precision == "16-mixed" and not _cuda_available():
             raise UserError("--precision=16-mixed needs a GPU; use --precision=bf16-mixed or 32 on the CPU")
 
     def create_datamodule(self, run_folder: Path | None = None) -> pl.LightningDataModule:

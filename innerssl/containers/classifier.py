@@ -41,11 +41,12 @@ class SSLClassifierContainer(SSLContainer):
         False, doc="Weight the positive class by negatives/positives in binary classification losses."
     )
 
-    def validate(self) -> None:
-        super().validate()
+    def validate(self, check_this_machine: bool = True) -> None:
+        super().validate(check_this_machine)
         if self.linear_head_dataset_name is None:
             raise UserError("A classifier needs a labeled dataset: set --linear_head_dataset_name")
-        if self.local_weights_path is not None and not Path(self.local_weights_path).is_file():
+        local_weights_missing = self.local_weights_path is not None and not Path(self.local_weights_path).is_file()
+        if check_this_machine and local_weights_missing:
             raise UserError(
                 f"--local_weights_path={self.local_weights_path} does not exist: pass the SSL run's "
                 "checkpoints/last.ckpt"

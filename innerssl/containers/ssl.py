@@ -123,11 +123,11 @@ class SSLContainer(Container):
     )
 
     # --- validation ----------------------------------------------------------------------------------
-    def validate(self) -> None:
-        super().validate()
-        if self.local_dataset is not None and not Path(self.local_dataset).is_dir():
+    def validate(self, check_this_machine: bool = True) -> None:
+        super().validate(check_this_machine)
+        if check_this_machine and self.local_dataset is not None and not Path(self.local_dataset).is_dir():
             raise UserError(f"--local_dataset={self.local_dataset} is not a folder: pass the dataset's folder")
-        for path in self.extra_local_dataset_paths:
+        for path in self.extra_local_dataset_paths if check_this_machine else []:
             if not Path(path).is_dir():
                 raise UserError(f"--extra_local_dataset_paths entry {path} is not a folder: pass the dataset's folder")
         if self.ssl_training_type not in SSL_METHODS:

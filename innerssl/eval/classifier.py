@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -17,13 +16,13 @@ from innerssl.data.datasets.base import LabelInfo
 from innerssl.encoders import create_encoder
 from innerssl.eval.metrics import EpochPredictions, classification_loss
 from innerssl.eval.online_linear import frozen_eval_mode
-from innerssl.optim import parameter_groups, steps_for_epochs, warmup_cosine_scheduler
+from innerssl.optim import WarmupCosineModule
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
 
 METRIC_PREFIX = "classifier"
 
 
-class SSLClassifier(pl.LightningModule):
+class SSLClassifier(WarmupCosineModule):
     def __init__(
         self,
         encoder_name: str,
@@ -67,6 +66,7 @@ class SSLClassifier(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step("train", batch)
         self.log(f"{METRIC_PREFIX}/train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log_learning_rate(METRIC_PREFIX)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -109,11 +109,4 @@ class SSLClassifier(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> dict:
-        modules = [self.head] if self.hparams.freeze_encoder else [self.encoder, self.head]
-        optimizer = torch.optim.AdamW(
-            parameter_groups(modules, self.hparams.weight_decay), lr=self.hparams.learning_rate
-        )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        warmup = steps_for_epochs(self.hparams.warmup_epochs, total_steps, self.trainer.max_epochs or 1)
-        scheduler = warmup_cosine_scheduler(optimizer, warmup, total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.configure_warmup_cosine([self.head] if self.hparams.freeze_encoder else [self.encoder, self.head])

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from innerssl.data.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
 from innerssl.encoders import create_encoder
-from innerssl.optim import parameter_groups, steps_for_epochs, warmup_cosine_scheduler
+from innerssl.optim import WarmupCosineModule
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
 
 
@@ -30,7 +29,7 @@ def ssl_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return views[0], views[1]
 
 
-class SSLModule(pl.LightningModule):
+class SSLModule(WarmupCosineModule):
     """Base LightningModule of the SSL methods."""
 
     method_name: ClassVar[str] = ""
@@ -73,6 +72,7 @@ class SSLModule(pl.LightningModule):
         view0, view1 = ssl_views(batch)
         loss = self.ssl_loss(self._prepare(view0), self._prepare(view1))
         self.log("ssl/train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_learning_rate("ssl")
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -88,10 +88,4 @@ class SSLModule(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> dict:
-        optimizer = torch.optim.AdamW(
-            parameter_groups(self.trainable_modules(), self.hparams.weight_decay), lr=self.hparams.learning_rate
-        )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        warmup = steps_for_epochs(self.hparams.warmup_epochs, total_steps, self.trainer.max_epochs or 1)
-        scheduler = warmup_cosine_scheduler(optimizer, warmup, total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.configure_warmup_cosine(self.trainable_modules())

@@ -8,12 +8,12 @@ tasks use (as in InnerEye).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from innerssl.ssl.base import SSLModule
@@ -47,8 +47,9 @@ class BYOL(SSLModule):
         return self.target_encoder
 
     def current_momentum(self) -> float:
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        return cosine_schedule(self.global_step, total_steps, self.hparams.base_momentum, 1.0)
+        """Cosine from ``base_momentum`` to 1 over the fraction of training done (robust to resuming elsewhere)."""
+        base = self.hparams.base_momentum
+        return 1.0 - (1.0 - base) * (math.cos(math.pi * self.training_fraction()) + 1) / 2
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
