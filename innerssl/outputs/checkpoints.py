@@ -1,0 +1,95 @@
+"""Checkpoint metadata and safe loading of checkpoints users share.
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors, containers and plain values
+only, so a shared checkpoint cannot run arbitrary pickled code. innerssl writes nothing else, and
+records under ``CHECKPOINT_KEY`` what made the checkpoint (kind, SSL method, encoder, input channels).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from innerssl.errors import UserError
+
+CHECKPOINT_KEY = "innerssl"
+CHECKPOINT_FORMAT_VERSION = 1
+CheckpointKind = Literal["ssl", "classifier"]
+
+# Downstream encoder of each SSL method, as a prefix of the LightningModule's state_dict keys.
+EMBEDDING_ENCODER_PREFIX = {
+    "BYOL": "target_encoder.",
+    "SimCLR": "encoder.",
+    "DINO": "teacher_encoder.",
+    "VICReg": "encoder.",
+    "BarlowTwins": "encoder.",
+    "MoCoV3": "momentum_encoder.",
+}
+
+
+def checkpoint_metadata(kind: CheckpointKind, encoder_name: str, in_channels: int, method: str = "") -> dict:
+    return {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "kind": kind,
+        "method": method,
+        "encoder_name": encoder_name,
+        "in_channels": in_channels,
+    }
+
+
+def load_checkpoint(path: Path | str, parameter: str = "--local_weights_path") -> dict[str, Any]:
+    """Read a checkpoint without executing pickled code; clear one-line errors for every failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint {path} does not exist: check {parameter}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unknown object"
+        raise UserError(
+            f"Checkpoint {path} contains objects innerssl never stores ({first_line[:200]}); refusing to "
+            f"unpickle it. Pass a checkpoint written by innerssl with {parameter}"
+        ) from None
+    except Exception as error:  # torch raises many types for files that are not checkpoints
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}): check {parameter}"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{path} is not a Lightning checkpoint (no state_dict): check {parameter}")
+    return checkpoint
+
+
+def ssl_checkpoint_info(checkpoint: dict[str, Any], path: Path | str, parameter: str) -> dict[str, Any]:
+    info = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(info, dict):
+        raise UserError(f"{path} was not written by innerssl (no '{CHECKPOINT_KEY}' metadata): check {parameter}")
+    if info.get("kind") != "ssl":
+        raise UserError(
+            f"{path} is a {info.get('kind')} checkpoint, not an SSL checkpoint: pass the last.ckpt or best.ckpt "
+            f"of an SSL run with {parameter}"
+        )
+    if info.get("method") not in EMBEDDING_ENCODER_PREFIX:
+        raise UserError(f"{path} was made by an unknown SSL method '{info.get('method')}': check {parameter}")
+    return info
+
+
+def encoder_state_from_ssl_checkpoint(
+    path: Path | str, encoder_name: str, in_channels: int, parameter: str = "--local_weights_path"
+) -> dict[str, torch.Tensor]:
+    """The downstream encoder's weights (BYOL: target encoder; SimCLR: encoder) from an SSL checkpoint."""
+    checkpoint = load_checkpoint(path, parameter)
+    info = ssl_checkpoint_info(checkpoint, path, parameter)
+    if (info["encoder_name"], info["in_channels"]) != (encoder_name, in_channels):
+        raise UserError(
+            f"{path} holds a {info['encoder_name']} encoder with {info['in_channels']} input channel(s), but this "
+            f"run asks for {encoder_name} with {in_channels}: set --ssl_encoder={info['encoder_name']} "
+            f"--in_channels={info['in_channels']}"
+        )
+    prefix = EMBEDDING_ENCODER_PREFIX[info["method"]]
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        raise UserError(f"{path} has no '{prefix}*' weights: it is damaged or not an innerssl SSL checkpoint")
+    return state
