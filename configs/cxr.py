@@ -35,6 +35,39 @@ class NIH_RSNA_SimCLR(NIH_RSNA_BYOL):
     projection_dim = 128
 
 
+class NIH_RSNA_DINO(NIH_RSNA_BYOL):
+    """DINO (two global views, no multi-crop) on NIH ChestX-ray14, linear head on RSNA Pneumonia; paper's head."""
+
+    ssl_training_type = "DINO"
+    projection_hidden_dim = 2048
+    projection_dim = 256
+    dino_output_dim = 65536
+
+
+class NIH_RSNA_VICReg(NIH_RSNA_BYOL):
+    """VICReg on NIH ChestX-ray14, linear head on RSNA Pneumonia; 8192-wide projector as in the paper."""
+
+    ssl_training_type = "VICReg"
+    projection_hidden_dim = 8192
+    projection_dim = 8192
+
+
+class NIH_RSNA_BarlowTwins(NIH_RSNA_BYOL):
+    """Barlow Twins on NIH ChestX-ray14, linear head on RSNA Pneumonia; 8192-wide projector as in the paper."""
+
+    ssl_training_type = "BarlowTwins"
+    projection_hidden_dim = 8192
+    projection_dim = 8192
+
+
+class NIH_RSNA_MoCoV3(NIH_RSNA_BYOL):
+    """MoCo v3 on NIH ChestX-ray14, linear head on RSNA Pneumonia; the paper's 4096/256 heads."""
+
+    ssl_training_type = "MoCoV3"
+    projection_hidden_dim = 4096
+    projection_dim = 256
+
+
 class NIH_BYOL(NIH_RSNA_BYOL):
     """BYOL on NIH ChestX-ray14 with the linear head on NIH's own Pneumonia labels (no second dataset)."""
 

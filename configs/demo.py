@@ -34,8 +34,41 @@ class DemoSimCLR(DemoBYOL):
     projection_hidden_dim = 512
 
 
+class DemoDINO(DemoBYOL):
+    """DINO (two global views, no multi-crop) on the embedded demo radiographs, data and schedule of DemoBYOL."""
+
+    ssl_training_type = "DINO"
+    dino_output_dim = 2048
+    # Few optimizer steps in a demo: a faster-moving teacher than DINO's usual 0.996.
+    dino_base_momentum = 0.9
+
+
+class DemoVICReg(DemoSimCLR):
+    """VICReg on the embedded demo radiographs, with the same data and schedule as DemoSimCLR."""
+
+    ssl_training_type = "VICReg"
+    projection_hidden_dim = 1024
+    projection_dim = 1024
+
+
+class DemoBarlowTwins(DemoSimCLR):
+    """Barlow Twins on the embedded demo radiographs, with the same data and schedule as DemoSimCLR."""
+
+    ssl_training_type = "BarlowTwins"
+    projection_hidden_dim = 1024
+    projection_dim = 1024
+
+
+class DemoMoCoV3(DemoBYOL):
+    """MoCo v3 on the embedded demo radiographs, with the same data, schedule and heads as DemoBYOL."""
+
+    ssl_training_type = "MoCoV3"
+    # Few optimizer steps in a demo: a faster-moving momentum encoder than MoCo v3's usual 0.99.
+    mocov3_base_momentum = 0.9
+
+
 class DemoClassifier(SSLClassifierContainer):
-    """Classifier of the demo opacity label, from a DemoBYOL/DemoSimCLR checkpoint (--local_weights_path)."""
+    """Classifier of the demo opacity label, from a Demo<method> SSL checkpoint (--local_weights_path)."""
 
     linear_head_dataset_name = "Demo"
     ssl_encoder = "resnet18"

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightly.utils.lars import LARS
 from torch import nn
 
 NO_DECAY_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+OPTIMIZER_NAMES = ("adamw", "lars")
+
+logger = logging.getLogger(__name__)
 
 
 def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -30,6 +35,28 @@ def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def create_optimizer(
+    groups: list[dict],
+    name: str,
+    learning_rate: float,
+    lars_momentum: float = 0.9,
+    lars_trust_coefficient: float = 1e-3,
+) -> torch.optim.Optimizer:
+    """``adamw``: AdamW. ``lars``: lightly's LARS (SGD with momentum and layer-wise adaptive rates, You et al. 2017).
+
+    ``groups`` are ``parameter_groups``: lightly's LARS leaves parameters whose group has zero weight decay (norm
+    layers and biases) out of the layer-wise adaptation as well, as SimCLR and BYOL do. With ``weight_decay`` 0
+    every group has zero weight decay, so LARS degenerates to SGD with momentum (logged as a warning).
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=learning_rate)
+    if name == "lars":
+        if all(group["weight_decay"] == 0 for group in groups if group["params"]):
+            logger.warning("LARS with weight_decay 0 adapts no layer (lightly's LARS): it is SGD with momentum")
+        return LARS(groups, lr=learning_rate, momentum=lars_momentum, trust_coefficient=lars_trust_coefficient)
+    raise ValueError(f"Unknown optimizer '{name}'; expected one of {', '.join(OPTIMIZER_NAMES)}")
 
 
 class WarmupCosineModule(pl.LightningModule):
@@ -66,9 +93,17 @@ class WarmupCosineModule(pl.LightningModule):
         return warmup_cosine_factor_of_fraction(self._fraction_at_step_end, self.hparams.warmup_epochs / max_epochs)
 
     def configure_warmup_cosine(self, modules: Iterable[nn.Module]) -> dict:
-        """AdamW over ``modules`` (no weight decay on norms and biases) with the warmup-cosine schedule."""
-        optimizer = torch.optim.AdamW(
-            parameter_groups(modules, self.hparams.weight_decay), lr=self.hparams.learning_rate
+        """The optimizer over ``modules`` with the warmup-cosine schedule.
+
+        AdamW, or LARS where the module has an ``optimizer_name`` hyperparameter set to ``lars`` (see
+        ``create_optimizer``); both with no weight decay on norm layers and biases.
+        """
+        optimizer = create_optimizer(
+            parameter_groups(modules, self.hparams.weight_decay),
+            self.hparams.get("optimizer_name", "adamw"),
+            self.hparams.learning_rate,
+            lars_momentum=self.hparams.get("lars_momentum", 0.9),
+            lars_trust_coefficient=self.hparams.get("lars_trust_coefficient", 1e-3),
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: self.learning_rate_factor())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

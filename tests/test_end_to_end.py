@@ -25,7 +25,13 @@ def test_ssl_run_writes_the_documented_outputs(ssl_run):
     assert config["model"] == "DemoBYOL" and config["num_epochs"] == 2 and config["ssl_encoder"] == "resnet18"
     metrics = pd.read_csv(ssl_run / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1]
-    for column in ("ssl/train_loss", "ssl/val_loss", "linear_head/val_auroc", "linear_head/train_auprc"):
+    for column in (
+        "ssl/train_loss",
+        "ssl/val_loss",
+        "linear_head/val_auroc",
+        "linear_head/train_auprc",
+        "knn/val_auroc",
+    ):
         assert metrics[column].notna().all(), column
     charts = {p.name for p in (ssl_run / "charts").glob("*.png")}
     assert {"ssl_loss.png", "linear_head_auroc.png", "linear_head_accuracy.png"} <= charts

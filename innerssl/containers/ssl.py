@@ -17,8 +17,10 @@ from innerssl.data.datasets.base import DatasetOptions, DatasetSplits
 from innerssl.distributed import effective_learning_rate
 from innerssl.encoders import ENCODER_NAMES
 from innerssl.errors import UserError
+from innerssl.eval.knn import knn_monitor_for
 from innerssl.eval.metrics import positive_class_weight
 from innerssl.eval.online_linear import METRIC_PREFIX, OnlineLinearHead
+from innerssl.optim import OPTIMIZER_NAMES
 from innerssl.registry import DATASETS
 from innerssl.ssl import SSL_METHODS, ssl_method
 
@@ -89,6 +91,37 @@ class SSLContainer(Container):
         0.99, bounds=(0, 1), doc="BYOL: initial EMA momentum of the target network (cosine schedule to 1)."
     )
     simclr_temperature: float = param.Number(0.1, bounds=(1e-4, None), doc="SimCLR: NT-Xent temperature.")
+    dino_output_dim: int = param.Integer(
+        65536,
+        bounds=(2, None),
+        doc="DINO: dimensions of the softmax the student matches to the teacher (the head's last layer; "
+        "projection_hidden_dim and projection_dim are its MLP width and bottleneck).",
+    )
+    dino_teacher_temperature: float = param.Number(
+        0.04, bounds=(1e-4, None), doc="DINO: teacher softmax temperature (low: sharpened targets)."
+    )
+    dino_student_temperature: float = param.Number(0.1, bounds=(1e-4, None), doc="DINO: student softmax temperature.")
+    dino_base_momentum: float = param.Number(
+        0.996, bounds=(0, 1), doc="DINO: initial EMA momentum of the teacher network (cosine schedule to 1)."
+    )
+    vicreg_invariance_weight: float = param.Number(
+        25.0, bounds=(0, None), doc="VICReg: weight of the invariance (mean squared error) term."
+    )
+    vicreg_variance_weight: float = param.Number(
+        25.0, bounds=(0, None), doc="VICReg: weight of the variance (std of each dimension >= 1) term."
+    )
+    vicreg_covariance_weight: float = param.Number(
+        1.0, bounds=(0, None), doc="VICReg: weight of the covariance (decorrelation) term."
+    )
+    barlow_twins_lambda: float = param.Number(
+        5e-3, bounds=(0, None), doc="Barlow Twins: weight of the off-diagonal (redundancy reduction) terms."
+    )
+    mocov3_temperature: float = param.Number(
+        1.0, bounds=(1e-4, None), doc="MoCo v3: contrastive loss temperature (1.0 for ResNets, as in MoCo v3)."
+    )
+    mocov3_base_momentum: float = param.Number(
+        0.99, bounds=(0, 1), doc="MoCo v3: initial EMA momentum of the momentum encoder (cosine schedule to 1)."
+    )
 
     # --- optimisation --------------------------------------------------------------------------------
     ssl_training_batch_size: int = param.Integer(256, bounds=(2, None), doc="SSL batch size per process.")
@@ -98,9 +131,34 @@ class SSLContainer(Container):
         1e-4, bounds=(0, None), doc="Learning rate of the online linear head."
     )
     weight_decay: float = param.Number(
-        1e-6, bounds=(0, None), doc="AdamW weight decay (not applied to norm layers and biases)."
+        1e-6, bounds=(0, None), doc="Weight decay of the optimizer (not applied to norm layers and biases)."
+    )
+    optimizer: str = param.Selector(
+        objects=list(OPTIMIZER_NAMES),
+        default="adamw",
+        doc="Optimizer of SSL pretraining (classifiers train with AdamW), with the warmup-cosine schedule either "
+        "way. adamw: AdamW. lars: LARS (SGD with momentum and layer-wise adaptive learning rates, for large "
+        "batches; it needs a far larger learning_rate than AdamW, e.g. 0.3 x global batch / 256 as in SimCLR); "
+        "norm layers and biases get neither weight decay nor layer-wise adaptation, and weight_decay must be "
+        "> 0 for any adaptation.",
+    )
+    lars_momentum: float = param.Number(0.9, bounds=(0, 1), doc="LARS: SGD momentum (--optimizer=lars).")
+    lars_trust_coefficient: float = param.Number(
+        1e-3, bounds=(0, None), doc="LARS: trust coefficient of the layer-wise learning rates (--optimizer=lars)."
     )
     warmup_epochs: float = param.Number(10, bounds=(0, None), doc="Epochs of linear learning-rate warmup.")
+    knn_k: int = param.Integer(
+        20, bounds=(1, None), doc="kNN monitor: number of nearest labeled training embeddings that vote."
+    )
+    knn_temperature: float = param.Number(
+        0.07, bounds=(1e-4, None), doc="kNN monitor: votes are weighted by exp(cosine similarity / temperature)."
+    )
+    knn_every_n_epochs: int = param.Integer(
+        1,
+        bounds=(0, None),
+        doc="kNN monitor: run every N epochs (and at the last); 0 turns it off. Costs one pass over the labeled "
+        "train and val sets.",
+    )
     use_balanced_binary_loss_for_linear_head: bool = param.Boolean(
         False, doc="Weight the positive class by negatives/positives in binary linear-head losses."
     )
@@ -227,13 +285,30 @@ class SSLContainer(Container):
             "weight_decay": self.weight_decay,
             "warmup_epochs": self.warmup_epochs,
             "channels_last": self.channels_last,
+            "optimizer_name": self.optimizer,
+            "lars_momentum": self.lars_momentum,
+            "lars_trust_coefficient": self.lars_trust_coefficient,
             "projection_dim": self.projection_dim,
             "projection_hidden_dim": self.projection_hidden_dim,
         }
-        if self.ssl_training_type == "BYOL":
-            arguments["base_momentum"] = self.byol_base_momentum
-        elif self.ssl_training_type == "SimCLR":
-            arguments["temperature"] = self.simclr_temperature
+        method_specific = {
+            "BYOL": {"base_momentum": self.byol_base_momentum},
+            "SimCLR": {"temperature": self.simclr_temperature},
+            "DINO": {
+                "output_dim": self.dino_output_dim,
+                "teacher_temperature": self.dino_teacher_temperature,
+                "student_temperature": self.dino_student_temperature,
+                "base_momentum": self.dino_base_momentum,
+            },
+            "VICReg": {
+                "invariance_weight": self.vicreg_invariance_weight,
+                "variance_weight": self.vicreg_variance_weight,
+                "covariance_weight": self.vicreg_covariance_weight,
+            },
+            "BarlowTwins": {"lambda_param": self.barlow_twins_lambda},
+            "MoCoV3": {"temperature": self.mocov3_temperature, "base_momentum": self.mocov3_base_momentum},
+        }
+        arguments.update(method_specific.get(self.ssl_training_type, {}))
         return arguments
 
     def create_lightning_module(self, datamodule: pl.LightningDataModule) -> pl.LightningModule:
@@ -243,7 +318,7 @@ class SSLContainer(Container):
         splits = datamodule.linear_head_splits  # type: ignore[attr-defined]
         if splits is None:
             return []
-        return [
+        callbacks: list[pl.Callback] = [
             OnlineLinearHead(
                 splits.label_info,
                 learning_rate=self.learning_rate_linear_head_during_ssl_training,
@@ -251,6 +326,12 @@ class SSLContainer(Container):
                 seed=self.random_seed,
             )
         ]
+        knn = knn_monitor_for(
+            datamodule, k=self.knn_k, temperature=self.knn_temperature, every_n_epochs=self.knn_every_n_epochs
+        )
+        if knn is not None:
+            callbacks.append(knn)
+        return callbacks
 
     def checkpoint_monitor(self) -> tuple[str, str] | None:
         if self.linear_head_dataset_name is None:

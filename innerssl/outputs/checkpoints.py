@@ -55,7 +55,8 @@ def load_checkpoint(path: Path | str, parameter: str = "--local_weights_path") -
         ) from None
     except Exception as error:  # torch raises many types for files that are not checkpoints
         raise UserError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}): check {parameter}"
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}): "
+            f"check {parameter}"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a Lightning checkpoint (no state_dict): check {parameter}")

@@ -57,7 +57,8 @@ def resolve_run_folder(output_dir: Path, model_name: str, run_name: str | None, 
         folder = RunFolder(model_dir / name)
         if folder.last_checkpoint.exists():
             raise UserError(
-                f"Run folder {folder.root} already holds a run: add --resume to continue it or choose another --run_name"
+                f"Run folder {folder.root} already holds a run: add --resume to continue it or choose another "
+                "--run_name"
             )
         return folder
     if run_name is not None:

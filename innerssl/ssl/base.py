@@ -30,7 +30,11 @@ def ssl_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SSLModule(WarmupCosineModule):
-    """Base LightningModule of the SSL methods."""
+    """Base LightningModule of the SSL methods.
+
+    ``optimizer_name`` is ``adamw`` or ``lars`` (with ``lars_momentum`` and ``lars_trust_coefficient``), see
+    ``WarmupCosineModule.configure_warmup_cosine``. Subclasses take these base arguments first, in this order.
+    """
 
     method_name: ClassVar[str] = ""
 
@@ -42,6 +46,9 @@ class SSLModule(WarmupCosineModule):
         weight_decay: float = 1e-6,
         warmup_epochs: float = 10,
         channels_last: bool = False,
+        optimizer_name: str = "adamw",
+        lars_momentum: float = 0.9,
+        lars_trust_coefficient: float = 1e-3,
     ) -> None:
         super().__init__()
         # Records the arguments of this and every subclass __init__ in the checkpoint.

@@ -23,11 +23,24 @@ class SimCLR(SSLModule):
         weight_decay: float = 1e-6,
         warmup_epochs: float = 10,
         channels_last: bool = False,
+        optimizer_name: str = "adamw",
+        lars_momentum: float = 0.9,
+        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 128,
         temperature: float = 0.1,
     ) -> None:
-        super().__init__(encoder_name, in_channels, learning_rate, weight_decay, warmup_epochs, channels_last)
+        super().__init__(
+            encoder_name,
+            in_channels,
+            learning_rate,
+            weight_decay,
+            warmup_epochs,
+            channels_last,
+            optimizer_name,
+            lars_momentum,
+            lars_trust_coefficient,
+        )
         self.projector = SimCLRProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 

@@ -1,9 +1,8 @@
 import pandas as pd
+import torch
 
 from innerssl.outputs.charts import metric_groups, plot_metrics
 from innerssl.outputs.metrics_csv import epoch_metrics
-
-import torch
 
 
 def test_metric_groups_pair_train_and_val():

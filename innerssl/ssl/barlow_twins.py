@@ -1,0 +1,55 @@
+"""Barlow Twins: redundancy reduction (Zbontar et al., 2021).
+
+The cross-correlation matrix between the batch-normalised projections of two views of the same images is
+pushed towards the identity: diagonal terms to 1 (invariance), off-diagonal terms to 0, weighted by
+``lambda_param`` (redundancy reduction). No negatives, no target network. lightly's ``BarlowTwinsLoss``
+(under DDP the cross-correlation matrix sums over every process's batch) and ``BarlowTwinsProjectionHead``
+(three linear layers, BatchNorm and ReLU after the first two; the paper uses 8192 units each). Downstream
+tasks use the encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightly.loss import BarlowTwinsLoss
+from lightly.models.modules import BarlowTwinsProjectionHead
+
+from innerssl.ssl.base import SSLModule
+
+
+class BarlowTwins(SSLModule):
+    method_name = "BarlowTwins"
+
+    def __init__(
+        self,
+        encoder_name: str = "resnet18",
+        in_channels: int = 1,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-6,
+        warmup_epochs: float = 10,
+        channels_last: bool = False,
+        optimizer_name: str = "adamw",
+        lars_momentum: float = 0.9,
+        lars_trust_coefficient: float = 1e-3,
+        projection_hidden_dim: int = 8192,
+        projection_dim: int = 8192,
+        lambda_param: float = 5e-3,
+    ) -> None:
+        """``lambda_param``: weight of the off-diagonal (redundancy reduction) terms (paper: 5e-3)."""
+        super().__init__(
+            encoder_name,
+            in_channels,
+            learning_rate,
+            weight_decay,
+            warmup_epochs,
+            channels_last,
+            optimizer_name,
+            lars_momentum,
+            lars_trust_coefficient,
+        )
+        self.projector = BarlowTwinsProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
+        self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=True)
+
+    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+        z0, z1 = self.projector(self.encoder(torch.cat([view0, view1]))).chunk(2)
+        return self.criterion(z0, z1)
