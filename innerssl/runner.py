@@ -102,6 +102,12 @@ def run(argv: Sequence[str]) -> int:
     if submitted_or_prepared(container, model, flags, config_module):
         return 0
 
+    if getattr(container, "compare_with_random_init", False):
+        from innerssl.eval.compare import run_comparison
+
+        print(f"Comparison finished: outputs in {run_comparison(container, model)}")  # type: ignore[arg-type]
+        return 0
+
     from innerssl.training import train
 
     result = train(container, model)
@@ -109,6 +115,8 @@ def run(argv: Sequence[str]) -> int:
     if result.best_metric is not None:
         print(f"Best {result.best_metric}: {result.best_value}")
     print(f"Last checkpoint: {result.folder.last_checkpoint}")
+    if result.test_metrics:
+        print("Test: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.test_metrics.items())))
     if result.bad_files:
         print(f"Skipped {result.bad_files} unreadable image files (listed in {result.folder.root}/bad_files.txt)")
     return 0

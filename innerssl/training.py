@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -36,6 +36,10 @@ class RunResult:
     best_metric: str | None
     best_value: float | None
     bad_files: int
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    """``classifier/test_*`` metrics of the test stage (empty when the run has no test stage or test split)."""
+    num_train_images: int | None = None
+    """Images in the (label-fraction subset of the) labeled training split, where the run has one."""
 
 
 def hardware(container: Container) -> dict:
@@ -130,12 +134,25 @@ def train(container: Container, model_name: str) -> RunResult:
             log_every_n_steps=LOG_EVERY_N_STEPS,
             **hardware(container),
         )
-        resume_from = folder.last_checkpoint if container.resume else None
-        if resume_from is not None:
-            logger.info("Resuming from %s", resume_from)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        test_only = container.test_only_checkpoint_path()
+        if test_only is None:
+            resume_from = folder.last_checkpoint if container.resume else None
+            if resume_from is not None:
+                logger.info("Resuming from %s", resume_from)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
-        best = checkpoints[-1] if len(checkpoints) > 1 else None
+        test_metrics: dict[str, float] = {}
+        splits = getattr(datamodule, "splits", None)
+        if container.has_test_stage() and splits is not None and splits.test is not None:
+            from innerssl.eval.test_report import run_test_stage
+
+            checkpoint = test_only or (folder.best_checkpoint if folder.best_checkpoint.is_file() else None)
+            test_metrics = run_test_stage(
+                trainer, module, datamodule, checkpoint or folder.last_checkpoint, folder.root if rank_zero else None
+            )
+        num_train_images = len(splits.train) if splits is not None else None
+
+        best = checkpoints[-1] if len(checkpoints) > 1 and test_only is None else None
         bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
         if bad_files:
             logger.warning(
@@ -144,7 +161,9 @@ def train(container: Container, model_name: str) -> RunResult:
         best_value = None
         if best is not None and best.best_model_score is not None:
             best_value = float(best.best_model_score)
-        return RunResult(folder, best.monitor if best else None, best_value, len(bad_files))
+        return RunResult(
+            folder, best.monitor if best else None, best_value, len(bad_files), test_metrics, num_train_images
+        )
     finally:
         if previous_run_name is None:
             os.environ.pop(RUN_NAME_ENV, None)

@@ -223,6 +223,14 @@ class Container(AzureMLParameters):
     def uses_sync_batchnorm(self) -> bool:
         return False
 
+    def has_test_stage(self) -> bool:
+        """Whether, after training, the run evaluates its best checkpoint on the test split (classifiers)."""
+        return False
+
+    def test_only_checkpoint_path(self) -> Path | None:
+        """A checkpoint to evaluate on the test split instead of training; None: train as usual."""
+        return None
+
     def output_root(self) -> Path:
         return Path(self.output_dir)
 

@@ -45,6 +45,8 @@ class SSLClassifier(WarmupCosineModule):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self._predictions = {split: EpochPredictions(self.label_info) for split in ("train", "val", "test")}
+        self.test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
+        """(probabilities, targets) of the last test epoch on this process, in the test loader's order."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -100,7 +102,13 @@ class SSLClassifier(WarmupCosineModule):
             # in this epoch's row.
             self._log_epoch("train")
 
+    def on_test_epoch_start(self) -> None:
+        self._predictions["test"].reset()
+        self.test_predictions = None
+
     def on_test_epoch_end(self) -> None:
+        if len(self._predictions["test"]):
+            self.test_predictions = self._predictions["test"].tensors()
         self._log_epoch("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

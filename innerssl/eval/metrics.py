@@ -110,6 +110,12 @@ class EpochPredictions:
         probabilities = predicted_probabilities(logits.detach().float(), self.label_info)
         self._items.append((probabilities, targets.detach(), loss.detach().float().reshape(1)))
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and targets added since the last reset, in the order they were added (this process)."""
+        probabilities = torch.cat([p for p, _, _ in self._items]).cpu()
+        targets = torch.cat([t for _, t, _ in self._items]).cpu()
+        return probabilities, targets
+
     def compute(self, all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Loss, AUROC, AUPRC and accuracy over everything added since the last reset."""
         items, self._items = self._items, []

@@ -73,6 +73,9 @@ class SamplingRecorder(pl.Callback):
 
 
 class ProbeSimCLR(DemoSimCLR):
+    # The kNN monitor reads the labeled training set outside the training loop; keep it out of the record.
+    knn_every_n_epochs = 0
+
     def ssl_splits(self, run_folder: Path | None = None) -> DatasetSplits:
         return recording_train(super().ssl_splits(run_folder), "ssl")
 

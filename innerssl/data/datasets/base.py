@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from innerssl.errors import BadImageFile
 
@@ -171,6 +171,20 @@ class ImageFileDataset(Dataset):
             self.bad_file_log.record(error)
             return None
         return image_to_tensor(pixels), label_to_python(record.label)
+
+
+class LabeledSubset(Subset):
+    """A ``Subset`` that keeps the dataset's ``labels`` (and ``records`` where it has them) for the subset."""
+
+    @property
+    def labels(self) -> list[Any]:
+        labels = self.dataset.labels  # type: ignore[attr-defined]
+        return [labels[i] for i in self.indices]
+
+    @property
+    def records(self) -> list[ImageRecord] | None:
+        records = getattr(self.dataset, "records", None)
+        return None if records is None else [records[i] for i in self.indices]
 
 
 def image_to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The label-fraction comparison end to end on tiny demo data: SSL checkpoint -> 4 classifiers -> table and plot."""
+
+import pandas as pd
+import pytest
+
+from innerssl.runner import main
+from tests.conftest import tiny_demo_flags
+
+
+@pytest.fixture(scope="module")
+def ssl_checkpoint(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ssl")
+    assert main(["--model=DemoBYOL", *tiny_demo_flags(tmp_path, num_epochs=1)]) == 0
+    return tmp_path / "outputs" / "DemoBYOL" / "test" / "checkpoints" / "last.ckpt"
+
+
+def test_comparison_writes_table_plot_and_child_runs(ssl_checkpoint, tmp_path, caplog):
+    flags = tiny_demo_flags(tmp_path, num_epochs=1)
+    argv = [
+        "--model=DemoClassifier",
+        "--compare_with_random_init",
+        "--label_fractions=0.25,1.0",
+        f"--local_weights_path={ssl_checkpoint}",
+        *flags,
+    ]
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    folder = tmp_path / "outputs" / "DemoClassifier" / "test"
+    assert "4/4: frozen, fraction 1, pretrained, seed 42" in caplog.text
+
+    table = pd.read_csv(folder / "comparison.csv")
+    assert len(table) == 4
+    assert set(table["init"]) == {"random", "pretrained"} and set(table["label_fraction"]) == {0.25, 1.0}
+    assert table["auroc"].between(0, 1).all() and table["accuracy"].between(0, 1).all()
+    small = table.loc[table["label_fraction"] == 0.25, "num_train_images"]
+    full = table.loc[table["label_fraction"] == 1.0, "num_train_images"]
+    assert (small < full.max()).all() and full.nunique() == 1
+
+    markdown = (folder / "comparison.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| frozen |")]
+    assert len(rows) == 2
+    header = next(line for line in markdown.splitlines() if line.startswith("| mode |"))
+    for column in (
+        "label fraction",
+        "training images",
+        "random-init AUROC",
+        "random-init AUPRC",
+        "random-init accuracy",
+        "pretrained AUROC",
+        "pretrained AUPRC",
+        "pretrained accuracy",
+        "AUROC relative improvement (%)",
+    ):
+        assert column in header, column
+    assert "## Settings" in markdown
+    assert (folder / "comparison.png").stat().st_size > 0
+
+    for run_folder in table["run_folder"]:
+        child = folder / run_folder.split("/")[-1]
+        assert child.parent == folder
+        assert (child / "test_predictions.csv").is_file(), child
+        assert (child / "charts" / "test_roc.png").is_file(), child
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == {
+        "frozen_frac0.25_random_seed42",
+        "frozen_frac0.25_pretrained_seed42",
+        "frozen_frac1_random_seed42",
+        "frozen_frac1_pretrained_seed42",
+    }
+
+
+def test_comparison_without_weights_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--model=DemoClassifier", "--compare_with_random_init", *tiny_demo_flags(tmp_path, num_epochs=1)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--local_weights_path" in error and "\n" not in error
+    assert not (tmp_path / "outputs").exists()
