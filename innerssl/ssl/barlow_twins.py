@@ -10,6 +10,8 @@ tasks use the encoder.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
@@ -22,31 +24,13 @@ class BarlowTwins(SSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 8192,
         projection_dim: int = 8192,
         lambda_param: float = 5e-3,
+        **base_arguments: Any,
     ) -> None:
         """``lambda_param``: weight of the off-diagonal (redundancy reduction) terms (paper: 5e-3)."""
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.projector = BarlowTwinsProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=True)
 

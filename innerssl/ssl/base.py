@@ -33,7 +33,8 @@ class SSLModule(WarmupCosineModule):
     """Base LightningModule of the SSL methods.
 
     ``optimizer_name`` is ``adamw`` or ``lars`` (with ``lars_momentum`` and ``lars_trust_coefficient``), see
-    ``WarmupCosineModule.configure_warmup_cosine``. Subclasses take these base arguments first, in this order.
+    ``WarmupCosineModule.configure_warmup_cosine``. Subclasses declare their own arguments and pass these on
+    as keywords (``**base_arguments``); all of them are saved as hyperparameters.
     """
 
     method_name: ClassVar[str] = ""

@@ -7,6 +7,8 @@ encoder is what downstream tasks use (as in InnerEye).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
@@ -20,30 +22,12 @@ class BYOL(MomentumSSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
         base_momentum: float = 0.99,
+        **base_arguments: Any,
     ) -> None:
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.projector = BYOLProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.predictor = BYOLPredictionHead(projection_dim, projection_hidden_dim, projection_dim)
         self.target_encoder = momentum_copy(self.encoder)

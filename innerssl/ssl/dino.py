@@ -19,6 +19,7 @@ encoder, as the paper evaluates.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from lightly.loss import DINOLoss
@@ -33,37 +34,19 @@ class DINO(MomentumSSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 256,
         output_dim: int = 65536,
         teacher_temperature: float = 0.04,
         student_temperature: float = 0.1,
         base_momentum: float = 0.996,
+        **base_arguments: Any,
     ) -> None:
         """``projection_hidden_dim``: the head's MLP width (paper: 2048); ``projection_dim``: its bottleneck
         (256); ``output_dim``: the dimensions of the softmax (65536); ``teacher_temperature`` (0.04) and
         ``student_temperature`` (0.1) of the softmaxes; ``base_momentum``: the teacher's initial EMA momentum
         (0.996), cosine schedule to 1."""
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.student_head = self._head(projection_hidden_dim, projection_dim, output_dim)
         self.teacher_encoder = momentum_copy(self.encoder)
         # The head's weight norm cannot be deep-copied: the teacher's head is built anew and loads the student's.

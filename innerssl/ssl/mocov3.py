@@ -15,6 +15,8 @@ ResNets (0.2 is its ViT value). Downstream tasks use the momentum encoder, as th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
@@ -45,34 +47,16 @@ class MoCoV3(MomentumSSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
         temperature: float = 1.0,
         base_momentum: float = 0.99,
+        **base_arguments: Any,
     ) -> None:
         """``projection_hidden_dim`` (paper: 4096) and ``projection_dim`` (256): the projector's and the
         predictor's hidden and output sizes; ``temperature``: of the contrastive loss (1.0 for ResNets);
         ``base_momentum``: the momentum network's initial EMA momentum (0.99), cosine schedule to 1."""
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.projector = MoCoProjectionHead(
             self.feature_dim, projection_hidden_dim, projection_dim, num_layers=3, batch_norm=True
         )

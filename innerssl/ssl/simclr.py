@@ -5,6 +5,8 @@ NT-Xent with a temperature; under DDP the negatives are gathered from every proc
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
@@ -17,30 +19,12 @@ class SimCLR(SSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 128,
         temperature: float = 0.1,
+        **base_arguments: Any,
     ) -> None:
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.projector = SimCLRProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 

@@ -11,6 +11,8 @@ Downstream tasks use the encoder.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
@@ -23,34 +25,16 @@ class VICReg(SSLModule):
 
     def __init__(
         self,
-        encoder_name: str = "resnet18",
-        in_channels: int = 1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        warmup_epochs: float = 10,
-        channels_last: bool = False,
-        optimizer_name: str = "adamw",
-        lars_momentum: float = 0.9,
-        lars_trust_coefficient: float = 1e-3,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 2048,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
+        **base_arguments: Any,
     ) -> None:
         """``invariance_weight`` (paper: 25), ``variance_weight`` (25) and ``covariance_weight`` (1) weigh the
         three terms of the loss."""
-        super().__init__(
-            encoder_name,
-            in_channels,
-            learning_rate,
-            weight_decay,
-            warmup_epochs,
-            channels_last,
-            optimizer_name,
-            lars_momentum,
-            lars_trust_coefficient,
-        )
+        super().__init__(**base_arguments)
         self.projector = VICRegProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
         self.criterion = VICRegLoss(
             lambda_param=invariance_weight,
