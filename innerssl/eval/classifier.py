@@ -78,12 +78,7 @@ class SSLClassifier(WarmupCosineModule):
         self._step("test", batch)
 
     def _log_epoch(self, split: str) -> None:
-        predictions = self._predictions[split]
-        if not len(predictions):
-            return
-        gather = self.all_gather if self.trainer.world_size > 1 else None
-        for name, value in predictions.compute(gather).items():
-            self.log(f"{METRIC_PREFIX}/{split}_{name}", value, on_epoch=True, prog_bar=name == "auroc")
+        self._predictions[split].log_epoch(self, METRIC_PREFIX, split, prog_bar_metric="auroc")
 
     def on_train_epoch_start(self) -> None:
         self._predictions["train"].reset()

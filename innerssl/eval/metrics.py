@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torchmetrics.functional.classification import (
     binary_accuracy,
@@ -129,3 +130,22 @@ class EpochPredictions:
         metrics = classification_metrics(probabilities, targets, self.label_info)
         metrics["loss"] = losses.mean().item()
         return metrics
+
+    def log_epoch(self, module: pl.LightningModule, prefix: str, split: str, prog_bar_metric: str = "") -> None:
+        """Log ``<prefix>/<split>_<metric>`` for the epoch through ``module``; nothing when nothing was added.
+
+        Under DDP the predictions of every process are gathered first, so the values are equal on all of them:
+        ``sync_dist`` then only averages equal values (and tells Lightning the value is global).
+        """
+        if not len(self):
+            return
+        distributed = module.trainer.world_size > 1
+        for name, value in self.compute(module.all_gather if distributed else None).items():
+            module.log(
+                f"{prefix}/{split}_{name}",
+                value,
+                on_epoch=True,
+                add_dataloader_idx=False,
+                sync_dist=distributed,
+                prog_bar=name == prog_bar_metric,
+            )

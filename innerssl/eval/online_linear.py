@@ -157,30 +157,14 @@ class OnlineLinearHead(pl.Callback):
         self._predictions["val"].add(logits, targets, loss)
 
     # --- epoch metrics -------------------------------------------------------------------------------
-    def _log_epoch(self, split: str, pl_module: pl.LightningModule) -> None:
-        predictions = self._predictions[split]
-        if not len(predictions):
-            return
-        gather = pl_module.all_gather if pl_module.trainer.world_size > 1 else None
-        for name, value in predictions.compute(gather).items():
-            # Computed from every process's predictions, so equal on all: sync_dist only averages equal values
-            # (and tells Lightning the value is global).
-            pl_module.log(
-                f"{METRIC_PREFIX}/{split}_{name}",
-                value,
-                on_epoch=True,
-                add_dataloader_idx=False,
-                sync_dist=gather is not None,
-            )
-
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._predictions["val"].reset()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log_epoch("val", pl_module)
+        self._predictions["val"].log_epoch(pl_module, METRIC_PREFIX, "val")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._predictions["train"].reset()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log_epoch("train", pl_module)
+        self._predictions["train"].log_epoch(pl_module, METRIC_PREFIX, "train")
