@@ -19,24 +19,18 @@ CHECKPOINT_KEY = "innerssl"
 CHECKPOINT_FORMAT_VERSION = 1
 CheckpointKind = Literal["ssl", "classifier"]
 
-# Downstream encoder of each SSL method, as a prefix of the LightningModule's state_dict keys.
-EMBEDDING_ENCODER_PREFIX = {
-    "BYOL": "target_encoder.",
-    "SimCLR": "encoder.",
-    "DINO": "teacher_encoder.",
-    "VICReg": "encoder.",
-    "BarlowTwins": "encoder.",
-    "MoCoV3": "momentum_encoder.",
-}
 
-
-def checkpoint_metadata(kind: CheckpointKind, encoder_name: str, in_channels: int, method: str = "") -> dict:
+def checkpoint_metadata(
+    kind: CheckpointKind, encoder_name: str, in_channels: int, method: str = "", encoder_prefix: str = ""
+) -> dict:
+    """What made a checkpoint; ``encoder_prefix`` selects the downstream encoder's state_dict keys (SSL only)."""
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "kind": kind,
         "method": method,
         "encoder_name": encoder_name,
         "in_channels": in_channels,
+        "encoder_prefix": encoder_prefix,
     }
 
 
@@ -72,8 +66,8 @@ def ssl_checkpoint_info(checkpoint: dict[str, Any], path: Path | str, parameter:
             f"{path} is a {info.get('kind')} checkpoint, not an SSL checkpoint: pass the last.ckpt or best.ckpt "
             f"of an SSL run with {parameter}"
         )
-    if info.get("method") not in EMBEDDING_ENCODER_PREFIX:
-        raise UserError(f"{path} was made by an unknown SSL method '{info.get('method')}': check {parameter}")
+    if not info.get("encoder_prefix"):
+        raise UserError(f"{path} does not say which weights are its encoder: check {parameter}")
     return info
 
 
@@ -89,7 +83,7 @@ def encoder_state_from_ssl_checkpoint(
             f"run asks for {encoder_name} with {in_channels}: set --ssl_encoder={info['encoder_name']} "
             f"--in_channels={info['in_channels']}"
         )
-    prefix = EMBEDDING_ENCODER_PREFIX[info["method"]]
+    prefix = info["encoder_prefix"]
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:
         raise UserError(f"{path} has no '{prefix}*' weights: it is damaged or not an innerssl SSL checkpoint")

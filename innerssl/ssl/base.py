@@ -61,6 +61,11 @@ class SSLModule(WarmupCosineModule):
         """The encoder whose embeddings are monitored and handed to the classifier."""
         return self.encoder
 
+    def embedding_encoder_prefix(self) -> str:
+        """The state_dict key prefix of ``embedding_encoder()`` (recorded in checkpoints for the classifier)."""
+        encoder = self.embedding_encoder()
+        return next(f"{name}." for name, child in self.named_children() if child is encoder)
+
     def trainable_modules(self) -> list[nn.Module]:
         return [self]
 
@@ -92,7 +97,11 @@ class SSLModule(WarmupCosineModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(
-            "ssl", self.hparams.encoder_name, self.hparams.in_channels, self.method_name
+            "ssl",
+            self.hparams.encoder_name,
+            self.hparams.in_channels,
+            self.method_name,
+            encoder_prefix=self.embedding_encoder_prefix(),
         )
 
     def configure_optimizers(self) -> dict:

@@ -1,7 +1,6 @@
 import torch
 
 from configs.demo import DemoBarlowTwins
-from innerssl.outputs.checkpoints import EMBEDDING_ENCODER_PREFIX
 from innerssl.ssl import ssl_method
 from innerssl.ssl.barlow_twins import BarlowTwins
 from tests.ssl.fixed_batch import downstream_state_keys, losses_of_steps
@@ -20,7 +19,8 @@ def test_steps_lower_the_loss_on_a_fixed_batch():
 def test_downstream_encoder_is_the_encoder():
     model = tiny_barlow_twins()
     assert model.embedding_encoder() is model.encoder
-    assert downstream_state_keys(model, EMBEDDING_ENCODER_PREFIX["BarlowTwins"]) == set(model.encoder.state_dict())
+    assert model.embedding_encoder_prefix() == "encoder."
+    assert downstream_state_keys(model, model.embedding_encoder_prefix()) == set(model.encoder.state_dict())
 
 
 def test_container_passes_lambda():

@@ -30,6 +30,7 @@ def test_target_network_gets_no_gradients_and_downstream_encoder_is_target():
     model = tiny_byol()
     assert all(not p.requires_grad for p in model.target_encoder.parameters())
     assert model.embedding_encoder() is model.target_encoder
+    assert model.embedding_encoder_prefix() == "target_encoder."
 
 
 def test_steps_lower_the_loss_on_a_fixed_batch():

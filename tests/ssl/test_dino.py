@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from configs.demo import DemoDINO
-from innerssl.outputs.checkpoints import EMBEDDING_ENCODER_PREFIX
 from innerssl.ssl import ssl_method
 from innerssl.ssl.dino import DINO
 from tests.ssl.fixed_batch import downstream_state_keys, fixed_views, losses_of_steps
@@ -46,7 +45,8 @@ def test_ema_update_matches_formula_and_momentum_follows_the_cosine_schedule():
 def test_downstream_encoder_is_the_teacher_encoder():
     model = tiny_dino(output_dim=64)
     assert model.embedding_encoder() is model.teacher_encoder
-    prefix = EMBEDDING_ENCODER_PREFIX["DINO"]
+    prefix = model.embedding_encoder_prefix()
+    assert prefix == "teacher_encoder."
     assert downstream_state_keys(model, prefix) == set(model.teacher_encoder.state_dict())
     assert model.teacher_encoder is not model.encoder
 

@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 from configs.demo import DemoMoCoV3
-from innerssl.outputs.checkpoints import EMBEDDING_ENCODER_PREFIX
 from innerssl.ssl import ssl_method
 from innerssl.ssl.mocov3 import MoCoV3, moco_v3_contrastive_loss
 from tests.ssl.fixed_batch import downstream_state_keys, fixed_views, losses_of_steps
@@ -67,7 +66,8 @@ def test_ema_update_matches_formula_and_momentum_follows_the_cosine_schedule():
 def test_downstream_encoder_is_the_momentum_encoder():
     model = tiny_mocov3()
     assert model.embedding_encoder() is model.momentum_encoder
-    prefix = EMBEDDING_ENCODER_PREFIX["MoCoV3"]
+    prefix = model.embedding_encoder_prefix()
+    assert prefix == "momentum_encoder."
     assert downstream_state_keys(model, prefix) == set(model.momentum_encoder.state_dict())
 
 
