@@ -12,6 +12,7 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from innerssl.compile import compile_networks
 from innerssl.containers.base import Container
 from innerssl.containers.ssl import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
@@ -118,6 +119,8 @@ def train(container: Container, model_name: str) -> RunResult:
 
         datamodule = container.create_datamodule(folder.root if same_folder else None)
         module = container.create_lightning_module(datamodule)
+        if container.compile:
+            compile_networks(module)
         checkpoints = checkpoint_callbacks(container, folder)
         callbacks = [
             *container.create_callbacks(datamodule),

@@ -9,7 +9,6 @@ from pathlib import Path
 import param
 import pytorch_lightning as pl
 
-from innerssl.augment.per_sample import build_per_sample_transform
 from innerssl.containers.ssl import SSLContainer
 from innerssl.data.datamodule import ClassifierDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabeledSubset, count_labels
@@ -89,6 +88,9 @@ class SSLClassifierContainer(SSLContainer):
                 f"--local_weights_path={self.local_weights_path} does not exist: pass the SSL run's "
                 "checkpoints/last.ckpt"
             )
+        if check_this_machine and self.local_weights_path is not None and self.test_only_checkpoint is None:
+            # A wrong checkpoint fails now, before datasets are decoded into the cache.
+            encoder_state_from_ssl_checkpoint(self.local_weights_path, self.ssl_encoder, self.in_channels)
         test_only_missing = self.test_only_checkpoint is not None and not Path(self.test_only_checkpoint).is_file()
         if check_this_machine and test_only_missing:
             raise UserError(
@@ -121,10 +123,11 @@ class SSLClassifierContainer(SSLContainer):
         if self.label_fraction < 1:
             splits = dataclasses.replace(splits, train=self.label_fraction_train(splits))
         config = self.augmentation("linear_head_augmentation_config")
+        splits = self.image_storage([config]).store_splits(splits, str(self.linear_head_dataset_name))
         return ClassifierDataModule(
             splits,
-            train_transform=build_per_sample_transform(config, self.in_channels),
-            eval_transform=build_per_sample_transform(config.preprocess_only(), self.in_channels),
+            train_stream=self.image_stream(config),
+            eval_stream=self.image_stream(config.preprocess_only()),
             batch_size=self.linear_head_batch_size,
             num_workers=self.num_workers,
             seed=self.random_seed,

@@ -10,10 +10,12 @@ import param
 import pytorch_lightning as pl
 
 from innerssl.augment.config import AugmentationConfig, PreprocessConfig, load_augmentation_config
-from innerssl.augment.per_sample import TwoViews, build_per_sample_transform
 from innerssl.containers.base import Container
+from innerssl.data.cache import CacheSettings
 from innerssl.data.datamodule import SSLDataModule
 from innerssl.data.datasets.base import DatasetOptions, DatasetSplits
+from innerssl.data.datasets.demo import default_cache_dir
+from innerssl.data.pipeline import ImageStorage, ImageStream
 from innerssl.distributed import effective_learning_rate
 from innerssl.encoders import ENCODER_NAMES
 from innerssl.errors import UserError
@@ -27,6 +29,8 @@ from innerssl.ssl import SSL_METHODS, ssl_method
 logger = logging.getLogger(__name__)
 
 BAD_FILE_LOG_NAME = "bad_files.txt"
+DECODE_CACHE_FOLDER = "decoded"
+"""Subfolder of dataset_cache_dir that holds the decode-once caches, one folder per dataset split and setting."""
 
 
 class SSLContainer(Container):
@@ -54,7 +58,8 @@ class SSLContainer(Container):
     dataset_cache_dir: str | None = param.String(
         None,
         allow_None=True,
-        doc="Where generated datasets (the embedded demo) are written; default ~/.cache/innerssl.",
+        doc="Where generated datasets (the embedded demo) and decoded-image caches (<dir>/decoded) are written; "
+        "default ~/.cache/innerssl.",
     )
     download_datasets: bool = param.Boolean(
         False, doc="Allow downloading datasets that torchvision can fetch (CIFAR) when they are missing."
@@ -180,6 +185,40 @@ class SSLContainer(Container):
         "center-crop image_size x image_size (e.g. 64 for a quick CPU run of a 224 px config).",
     )
 
+    # --- data pipeline -------------------------------------------------------------------------------
+    decode_cache: bool = param.Boolean(
+        True,
+        doc="Decode every image once into a memory-mapped cache of fixed-size integer images under "
+        "<dataset_cache_dir>/decoded and train from it (rebuilt only when files, labels or cache settings "
+        "change); false decodes the files on every access.",
+    )
+    cache_image_size: int | None = param.Integer(
+        None,
+        allow_None=True,
+        bounds=(8, None),
+        doc="Side of the square images the decode cache stores (and, with --augment_on_device, batches are made "
+        "of); None: the augmentation configs' preprocess size (resize, else center_crop_size; 256 for the 224 px "
+        "chest X-ray configs), else the first image's shorter side.",
+    )
+    cache_fit: str = param.Selector(
+        objects=["crop", "pad"],
+        default="crop",
+        doc="How images become squares: crop resizes the shorter side and center-crops the longer (the preprocess "
+        "does the same); pad resizes the longer side and pads the shorter with zeros (nothing cut off).",
+    )
+    cache_dtype: str = param.Selector(
+        objects=["uint8", "uint16"],
+        default="uint8",
+        doc="Integer type of the stored pixels: uint8 (8-bit PNG/JPEG sources) or uint16 (keeps more than 8 bits "
+        "of DICOM/16-bit PNG depth at twice the size).",
+    )
+    augment_on_device: bool = param.Boolean(
+        True,
+        doc="Augment whole batches on the training device (the GPU when training on one) with per-sample random "
+        "parameters, after the loader delivered stored integer images; false: the per-sample torchvision pipeline "
+        "in the loader workers (slower; for comparison or transforms the batched path lacks).",
+    )
+
     # --- validation ----------------------------------------------------------------------------------
     def validate(self, check_this_machine: bool = True) -> None:
         super().validate(check_this_machine)
@@ -248,6 +287,28 @@ class SSLContainer(Container):
             return config
         return dataclasses.replace(config, preprocess=PreprocessConfig(self.image_size, self.image_size))
 
+    def image_storage(self, configs: list[AugmentationConfig]) -> ImageStorage:
+        """How this run's images are stored: slot size from --cache_image_size or the configs' preprocess."""
+        sizes = [size for config in configs if (size := preprocess_size(config)) is not None]
+        image_size = self.cache_image_size or (max(sizes) if sizes else None)
+        root = Path(self.dataset_cache_dir) if self.dataset_cache_dir else default_cache_dir()
+        settings = CacheSettings(
+            root=root / DECODE_CACHE_FOLDER,
+            image_size=image_size,
+            fit=self.cache_fit,  # type: ignore[arg-type]
+            dtype=self.cache_dtype,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+        )
+        logger.info(
+            "Data pipeline: %s, %s",
+            f"decode cache in {settings.root}" if self.decode_cache else "images decoded on every access",
+            "augmentation in batches on the training device" if self.augment_on_device else "per-sample augmentation",
+        )
+        return ImageStorage(settings, decode_cache=self.decode_cache, fixed_size=self.augment_on_device)
+
+    def image_stream(self, config: AugmentationConfig, views: int = 1) -> ImageStream:
+        return ImageStream(config, self.in_channels, self.augment_on_device, views=views)
+
     def positive_weight(self, splits: DatasetSplits, balanced: bool) -> float | None:
         if not balanced or splits.label_info.task != "binary":
             return None
@@ -255,22 +316,23 @@ class SSLContainer(Container):
 
     # --- creation ------------------------------------------------------------------------------------
     def create_datamodule(self, run_folder: Path | None = None) -> SSLDataModule:
+        """Datasets, stored as configured (building decode caches where needed), and their augmentation streams."""
         ssl_config = self.augmentation("ssl_augmentation_config")
         ssl_splits = self.ssl_splits(run_folder)
         linear_head = self.linear_head_splits(run_folder)
         linear_head_config = self.augmentation("linear_head_augmentation_config") if linear_head else None
+        storage = self.image_storage([config for config in (ssl_config, linear_head_config) if config is not None])
+        ssl_splits = storage.store_splits(ssl_splits, self.ssl_training_dataset_name, ("train", "val"))
+        if linear_head is not None:
+            linear_head = storage.store_splits(linear_head, str(self.linear_head_dataset_name), ("train", "val"))
         return SSLDataModule(
             ssl_splits=ssl_splits,
-            ssl_transform=TwoViews(build_per_sample_transform(ssl_config, self.in_channels)),
+            ssl_stream=self.image_stream(ssl_config, views=2),
             ssl_batch_size=self.ssl_training_batch_size,
             linear_head_splits=linear_head,
-            linear_head_train_transform=(
-                build_per_sample_transform(linear_head_config, self.in_channels) if linear_head_config else None
-            ),
-            linear_head_eval_transform=(
-                build_per_sample_transform(linear_head_config.preprocess_only(), self.in_channels)
-                if linear_head_config
-                else None
+            linear_head_train_stream=self.image_stream(linear_head_config) if linear_head_config else None,
+            linear_head_eval_stream=(
+                self.image_stream(linear_head_config.preprocess_only()) if linear_head_config else None
             ),
             linear_head_batch_size=self.linear_head_batch_size,
             num_workers=self.num_workers,
@@ -340,3 +402,8 @@ class SSLContainer(Container):
 
     def uses_sync_batchnorm(self) -> bool:
         return True
+
+
+def preprocess_size(config: AugmentationConfig) -> int | None:
+    """The square size a config's preprocess works from: its resize, else its center crop, else None."""
+    return config.preprocess.resize or config.preprocess.center_crop_size

@@ -3,45 +3,23 @@
 Training batches of SSL runs are dicts ``{"ssl": ((view0, view1), labels), "linear_head": (images,
 labels)}``: Lightning cycles the shorter loader (``max_size_cycle``). Validation dataloader 0 is the
 SSL validation set, 1 the linear head's.
+
+Where the augmentation runs on the device (:class:`~innerssl.data.pipeline.ImageStream`), the loaders yield
+stored integer images and :meth:`on_after_batch_transfer` turns them into that layout once Lightning moved
+the batch to the training device; the modules and callbacks only ever see the augmented batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
-from innerssl.data.datasets.base import DatasetSplits
-
-Transform = Callable[[torch.Tensor], Any]
-
-MAX_CONSECUTIVE_BAD_ITEMS = 100
-
-
-class TransformedDataset(Dataset):
-    """Applies ``transform`` to each image; items a dataset could not decode (None) are replaced by the next
-    decodable one, so batches keep their size. The dataset itself logs and counts the bad files."""
-
-    def __init__(self, dataset: Dataset, transform: Transform) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        for offset in range(MAX_CONSECUTIVE_BAD_ITEMS):
-            item = self.dataset[(index + offset) % len(self)]
-            if item is not None:
-                image, label = item
-                return self.transform(image), label
-        raise RuntimeError(
-            f"{MAX_CONSECUTIVE_BAD_ITEMS} consecutive images could not be read; see the bad-file log of the run"
-        )
+from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
+from innerssl.data.datasets.base import DatasetSplits, Split
+from innerssl.data.pipeline import ImageStream, stream_seed
 
 
 def make_loader(
@@ -54,89 +32,139 @@ def make_loader(
         drop_last=drop_last and len(dataset) >= batch_size,  # type: ignore[arg-type]
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available(),  # page-locked batches: the copy to the GPU runs asynchronously
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
 
 
-class SSLDataModule(pl.LightningDataModule):
-    """Two-view SSL batches plus, when given, the linear-head monitor's labeled batches."""
+class StreamDataModule(pl.LightningDataModule):
+    """Shared plumbing: seeds the device augmentations per process and applies them after the transfer."""
+
+    seed: int
+
+    def streams(self) -> list[ImageStream]:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        for index, stream in enumerate(self.streams()):
+            stream.reseed(stream_seed(self.seed, rank, index))
+
+    def is_training(self) -> bool:
+        return self.trainer is not None and self.trainer.training
+
+
+class SSLDataModule(StreamDataModule):
+    """Two-view SSL batches plus, when given, the linear-head monitor's labeled batches.
+
+    ``ssl_splits`` and ``linear_head_splits`` hold the stored datasets (see
+    :meth:`~innerssl.data.pipeline.ImageStorage.store_splits`); the streams say how they are augmented.
+    """
 
     def __init__(
         self,
         ssl_splits: DatasetSplits,
-        ssl_transform: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        ssl_stream: ImageStream,
         ssl_batch_size: int,
         linear_head_splits: DatasetSplits | None = None,
-        linear_head_train_transform: Transform | None = None,
-        linear_head_eval_transform: Transform | None = None,
+        linear_head_train_stream: ImageStream | None = None,
+        linear_head_eval_stream: ImageStream | None = None,
         linear_head_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if ssl_stream.views != 2:
+            raise ValueError("The SSL stream must produce two views per image")
+        if linear_head_splits is not None and (linear_head_train_stream is None or linear_head_eval_stream is None):
+            raise ValueError("A linear-head dataset needs a training and an evaluation stream")
         self.ssl_splits = ssl_splits
-        self.ssl_transform = ssl_transform
+        self.ssl_stream = ssl_stream
         self.ssl_batch_size = ssl_batch_size
         self.linear_head_splits = linear_head_splits
-        self.linear_head_train_transform = linear_head_train_transform
-        self.linear_head_eval_transform = linear_head_eval_transform
+        self.linear_head_train_stream = linear_head_train_stream
+        self.linear_head_eval_stream = linear_head_eval_stream
         self.linear_head_batch_size = linear_head_batch_size
         self.num_workers = num_workers
         self.seed = seed
 
-    def _ssl_loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = TransformedDataset(self.ssl_splits.get(split), self.ssl_transform)  # type: ignore[arg-type]
+    def streams(self) -> list[ImageStream]:
+        optional = [self.linear_head_train_stream, self.linear_head_eval_stream]
+        return [self.ssl_stream, *(stream for stream in optional if stream is not None)]
+
+    def _ssl_loader(self, split: Split, shuffle: bool) -> DataLoader:
+        dataset = self.ssl_stream.loader_dataset(self.ssl_splits.get(split))
         return make_loader(dataset, self.ssl_batch_size, self.num_workers, shuffle, shuffle, self.seed)
 
-    def _linear_head_loader(self, split: str, transform: Transform | None, shuffle: bool) -> DataLoader:
-        assert self.linear_head_splits is not None and transform is not None
-        dataset = TransformedDataset(self.linear_head_splits.get(split), transform)  # type: ignore[arg-type]
+    def _linear_head_loader(self, split: Split, stream: ImageStream | None, shuffle: bool) -> DataLoader:
+        assert self.linear_head_splits is not None and stream is not None
+        dataset = stream.loader_dataset(self.linear_head_splits.get(split))
         return make_loader(dataset, self.linear_head_batch_size, self.num_workers, shuffle, shuffle, self.seed + 1)
 
     def train_dataloader(self) -> Any:
         ssl = self._ssl_loader("train", shuffle=True)
         if self.linear_head_splits is None:
             return ssl
-        linear_head = self._linear_head_loader("train", self.linear_head_train_transform, shuffle=True)
+        linear_head = self._linear_head_loader("train", self.linear_head_train_stream, shuffle=True)
         return {SSL_BATCH_KEY: ssl, LINEAR_HEAD_BATCH_KEY: linear_head}
 
     def val_dataloader(self) -> Any:
         loaders = [self._ssl_loader("val", shuffle=False)]
         if self.linear_head_splits is not None:
-            loaders.append(self._linear_head_loader("val", self.linear_head_eval_transform, shuffle=False))
+            loaders.append(self._linear_head_loader("val", self.linear_head_eval_stream, shuffle=False))
         return loaders
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.is_training():
+            if isinstance(batch, dict):
+                transformed = dict(batch)
+                transformed[SSL_BATCH_KEY] = self.ssl_stream.apply(batch[SSL_BATCH_KEY])
+                stream = self.linear_head_train_stream
+                if LINEAR_HEAD_BATCH_KEY in batch and stream is not None:
+                    transformed[LINEAR_HEAD_BATCH_KEY] = stream.apply(batch[LINEAR_HEAD_BATCH_KEY])
+                return transformed
+            return self.ssl_stream.apply(batch)
+        if dataloader_idx == SSL_VAL_DATALOADER_INDEX:
+            return self.ssl_stream.apply(batch)
+        assert self.linear_head_eval_stream is not None
+        return self.linear_head_eval_stream.apply(batch)
 
-class ClassifierDataModule(pl.LightningDataModule):
-    """Labeled train / val / test loaders for a classifier."""
+
+class ClassifierDataModule(StreamDataModule):
+    """Labeled train / val / test loaders for a classifier; ``splits`` holds the stored datasets."""
 
     def __init__(
         self,
         splits: DatasetSplits,
-        train_transform: Transform,
-        eval_transform: Transform,
+        train_stream: ImageStream,
+        eval_stream: ImageStream,
         batch_size: int,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.splits = splits
-        self.train_transform = train_transform
-        self.eval_transform = eval_transform
+        self.train_stream = train_stream
+        self.eval_stream = eval_stream
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
 
-    def _loader(self, split: str, transform: Transform, shuffle: bool) -> DataLoader:
-        dataset = TransformedDataset(self.splits.get(split), transform)  # type: ignore[arg-type]
+    def streams(self) -> list[ImageStream]:
+        return [self.train_stream, self.eval_stream]
+
+    def _loader(self, split: Split, stream: ImageStream, shuffle: bool) -> DataLoader:
+        dataset = stream.loader_dataset(self.splits.get(split))
         return make_loader(dataset, self.batch_size, self.num_workers, shuffle, shuffle, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.train_transform, shuffle=True)
+        return self._loader("train", self.train_stream, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_transform, shuffle=False)
+        return self._loader("val", self.eval_stream, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_transform, shuffle=False)
+        return self._loader("test", self.eval_stream, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return (self.train_stream if self.is_training() else self.eval_stream).apply(batch)

@@ -43,7 +43,6 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from innerssl.data.datamodule import TransformedDataset
 from innerssl.data.datasets.base import LabelInfo
 from innerssl.eval.metrics import classification_metrics
 from innerssl.eval.online_linear import embed
@@ -151,9 +150,11 @@ def gather_shards(tensor: torch.Tensor, padded_rows: int, all_gather: Gather | N
 class KNNMonitor(pl.Callback):
     """Weighted kNN classification of a labeled validation set by a bank of labeled training embeddings.
 
-    ``train_dataset`` and ``val_dataset`` yield ``(image, label)`` with images already through the eval
-    transform (no augmentation), as the encoder takes them. The callback builds its own loaders so that
-    under DDP each process handles a disjoint share without duplicates.
+    ``train_dataset`` and ``val_dataset`` yield ``(image, label)``; with ``device_transform`` None the images
+    are already through the eval transform (no augmentation), as the encoder takes them, otherwise
+    ``device_transform`` makes them so once a batch is on the module's device (the batched eval
+    preprocessing). The callback builds its own loaders so that under DDP each process handles a disjoint
+    share without duplicates.
     """
 
     def __init__(
@@ -167,6 +168,7 @@ class KNNMonitor(pl.Callback):
         every_n_epochs: int = 1,
         batch_size: int = 256,
         num_workers: int = 0,
+        device_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if label_info.task not in ("binary", "multiclass", "multilabel"):
             raise ValueError(f"The kNN monitor needs a labeled dataset; the task is {label_info.task}")
@@ -183,6 +185,7 @@ class KNNMonitor(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.device_transform = device_transform
 
     # --- when -----------------------------------------------------------------------------------------
     def should_run(self, trainer: pl.Trainer) -> bool:
@@ -212,7 +215,10 @@ class KNNMonitor(pl.Callback):
         embeddings = [torch.zeros(0, feature_dim, device=device)]
         labels = [torch.zeros((0, *self._label_shape()), device=device)]
         for images, targets in loader:
-            embeddings.append(F.normalize(embed_fn(images.to(device, non_blocking=True)).float(), dim=1))
+            images = images.to(device, non_blocking=True)
+            if self.device_transform is not None:
+                images = self.device_transform(images)
+            embeddings.append(F.normalize(embed_fn(images).float(), dim=1))
             labels.append(torch.as_tensor(targets).to(device, dtype=torch.float32))
         return torch.cat(embeddings), torch.cat(labels), math.ceil(length / world_size)
 
@@ -282,17 +288,18 @@ def knn_monitor_for(
     """The kNN monitor on an :class:`~innerssl.data.datamodule.SSLDataModule`'s linear-head dataset.
 
     Bank: the linear head's training split, query: its validation split, both through the linear head's
-    eval transform (the augmentation config's preprocess only), with its batch size and worker count.
-    None when ``every_n_epochs`` is 0 or the datamodule has no labeled dataset.
+    eval stream (the augmentation config's preprocess only, per sample or on the device), with its batch
+    size and worker count. None when ``every_n_epochs`` is 0 or the datamodule has no labeled dataset.
     """
     splits = getattr(datamodule, "linear_head_splits", None)
-    transform = getattr(datamodule, "linear_head_eval_transform", None)
-    if every_n_epochs <= 0 or splits is None or transform is None:
+    stream = getattr(datamodule, "linear_head_eval_stream", None)
+    if every_n_epochs <= 0 or splits is None or stream is None:
         return None
     return KNNMonitor(
         splits.label_info,
-        train_dataset=TransformedDataset(splits.train, transform),
-        val_dataset=TransformedDataset(splits.val, transform),
+        train_dataset=stream.loader_dataset(splits.train),
+        val_dataset=stream.loader_dataset(splits.val),
+        device_transform=stream.to_encoder if stream.on_device else None,
         k=k,
         temperature=temperature,
         chunk_size=chunk_size,

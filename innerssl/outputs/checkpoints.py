@@ -40,7 +40,8 @@ def load_checkpoint(path: Path | str, parameter: str = "--local_weights_path") -
     if not path.is_file():
         raise UserError(f"Checkpoint {path} does not exist: check {parameter}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read when used, so checking a checkpoint's metadata early costs little.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unknown object"
         raise UserError(

@@ -75,6 +75,10 @@ class SamplingRecorder(pl.Callback):
 class ProbeSimCLR(DemoSimCLR):
     # The kNN monitor reads the labeled training set outside the training loop; keep it out of the record.
     knn_every_n_epochs = 0
+    # Record the reads of the training loop itself: no decode-cache build reading every image up front, and
+    # per-sample loading, which reads exactly the sampled indices.
+    decode_cache = False
+    augment_on_device = False
 
     def ssl_splits(self, run_folder: Path | None = None) -> DatasetSplits:
         return recording_train(super().ssl_splits(run_folder), "ssl")

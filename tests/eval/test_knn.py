@@ -6,9 +6,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from innerssl.augment.config import parse_augmentation_config
 from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.datamodule import SSLDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabelInfo
+from innerssl.data.pipeline import ImageStream
 from innerssl.eval.knn import KNNMonitor, gather_shards, knn_monitor_for, knn_vote_probabilities
 from innerssl.eval.metrics import classification_metrics
 
@@ -258,26 +260,44 @@ def test_monitor_inside_fit_logs_metrics_and_leaves_the_encoder_untouched(monkey
     assert any("running_mean" in name for name in before.states[0][0])
 
 
-def test_factory_uses_the_linear_head_eval_data():
+def brightening_config(factor):
+    """A 'random' colour jitter that can only multiply the brightness by ``factor`` (no randomness to mock)."""
+    return parse_augmentation_config(
+        {"augmentation": {"use_random_color": True, "random_color": {"brightness": factor - 1, "contrast": 0}}},
+        "test",
+    )
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["per_sample", "on_device"])
+def test_factory_uses_the_linear_head_eval_data(on_device):
     labeled = labeled_images(10, 0)
     splits = DatasetSplits(train=labeled, val=labeled_images(4, 1), test=None, label_info=BINARY)
+    eval_config = brightening_config(2.0).preprocess_only()
     datamodule = SSLDataModule(
         ssl_splits=splits,
-        ssl_transform=lambda image: (image, image),
+        ssl_stream=ImageStream(brightening_config(2.0), 1, on_device, views=2),
         ssl_batch_size=4,
         linear_head_splits=splits,
-        linear_head_train_transform=lambda image: image + 100,
-        linear_head_eval_transform=lambda image: image * 2,
+        linear_head_train_stream=ImageStream(brightening_config(2.0), 1, on_device),
+        linear_head_eval_stream=ImageStream(eval_config, 1, on_device),
         linear_head_batch_size=3,
     )
     monitor = knn_monitor_for(datamodule, k=7, temperature=0.2, every_n_epochs=3)
     assert isinstance(monitor, KNNMonitor)
     assert (monitor.k, monitor.temperature, monitor.every_n_epochs, monitor.batch_size) == (7, 0.2, 3, 3)
     image, label = monitor.train_dataset[0]
-    assert torch.equal(image, labeled[0][0] * 2) and label == labeled[0][1]
+    if on_device:
+        assert monitor.device_transform is not None
+        image = monitor.device_transform(image[None])[0]
+    else:
+        assert monitor.device_transform is None
+    # The eval stream is the preprocess only: the images reach the encoder unaugmented (values kept).
+    assert torch.allclose(image, labeled[0][0].clamp(0, 1)) and label == labeled[0][1]
     assert len(monitor.val_dataset) == 4
     assert knn_monitor_for(datamodule, every_n_epochs=0) is None
-    no_labels = SSLDataModule(ssl_splits=splits, ssl_transform=lambda image: (image, image), ssl_batch_size=4)
+    no_labels = SSLDataModule(
+        ssl_splits=splits, ssl_stream=ImageStream(brightening_config(2.0), 1, on_device, views=2), ssl_batch_size=4
+    )
     assert knn_monitor_for(no_labels) is None
     with pytest.raises(ValueError, match="labeled"):
         KNNMonitor(LabelInfo("unlabeled"), labeled, labeled)

@@ -12,6 +12,7 @@ instead of dying on epoch 7.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -163,14 +164,33 @@ class ImageFileDataset(Dataset):
     def labels(self) -> list[int | tuple[float, ...]]:
         return [record.label for record in self.records]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any] | None:
+    def decode(self, index: int) -> tuple[torch.Tensor, Any]:
+        """Item ``index`` as (float image (C, H, W), label); raises :class:`BadImageFile` with the reason.
+
+        The decode cache calls this (instead of ``__getitem__``) to learn why a file is bad.
+        """
         record = self.records[index]
+        return image_to_tensor(self.reader(record.path)), label_to_python(record.label)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any] | None:
         try:
-            pixels = self.reader(record.path)
+            return self.decode(index)
         except BadImageFile as error:
             self.bad_file_log.record(error)
             return None
-        return image_to_tensor(pixels), label_to_python(record.label)
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """What the decoded images depend on, for the decode cache's key: the reader and every file.
+
+        Per record: path, file size, modification time (ns) and label, so touching, replacing or
+        relabelling a file, or changing the file list, gives a new key. A missing file gets placeholder
+        stats; the cache build then reports it as bad.
+        """
+        return {
+            "type": type(self).__qualname__,
+            "reader": reader_identity(self.reader),
+            "records": [[str(record.path), *file_stats(record.path), record.label] for record in self.records],
+        }
 
 
 class LabeledSubset(Subset):
@@ -185,6 +205,40 @@ class LabeledSubset(Subset):
     def records(self) -> list[ImageRecord] | None:
         records = getattr(self.dataset, "records", None)
         return None if records is None else [records[i] for i in self.indices]
+
+
+MISSING_FILE_STATS = (-1, -1)
+"""(size, mtime_ns) that stand for a file that does not exist, in cache fingerprints."""
+
+
+def file_stats(path: Path | str) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file, or MISSING_FILE_STATS when it cannot be read."""
+    try:
+        stats = os.stat(path)
+    except OSError:
+        return MISSING_FILE_STATS
+    return stats.st_size, stats.st_mtime_ns
+
+
+def reader_identity(reader: Callable[..., Any]) -> dict[str, Any]:
+    """A reader's module, qualified name and bound arguments (of a ``functools.partial``), for cache keys.
+
+    Two readers with the same identity decode a file to the same pixels, e.g. ``read_image`` with the
+    same ``apply_voi_lut``; a different setting gives a different identity.
+    """
+    arguments: list[Any] = []
+    keywords: dict[str, Any] = {}
+    while isinstance(reader, functools.partial):
+        arguments = [*reader.args, *arguments]
+        keywords = {**reader.keywords, **keywords}
+        reader = reader.func
+    kind = reader if hasattr(reader, "__qualname__") else type(reader)
+    return {
+        "module": getattr(kind, "__module__", ""),
+        "qualname": getattr(kind, "__qualname__", repr(kind)),
+        "args": [repr(argument) for argument in arguments],
+        "keywords": {name: repr(value) for name, value in sorted(keywords.items())},
+    }
 
 
 def image_to_tensor(pixels: np.ndarray) -> torch.Tensor:

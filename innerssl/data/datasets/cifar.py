@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, LabelInfo, report_splits
+from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, LabelInfo, file_stats, report_splits
 from innerssl.errors import UserError
 from innerssl.registry import DATASETS
 
@@ -26,6 +27,22 @@ class CIFARTensors(Dataset):
     def __init__(self, dataset: CIFAR10) -> None:
         self.images = dataset.data  # uint8 (N, 32, 32, 3), already in memory
         self.label_array = np.asarray(dataset.targets, dtype=np.int64)
+        # What the decode cache's key needs; the torchvision dataset itself is not kept (it holds a copy).
+        self.source = type(dataset).__qualname__
+        self.root = Path(dataset.root)
+        self.train = bool(dataset.train)
+        batches = dataset.train_list if dataset.train else dataset.test_list
+        self.batch_files = [self.root / dataset.base_folder / name for name, _ in batches]
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """The decode cache's key material: which CIFAR, its folder, the split and its batch files' stats."""
+        return {
+            "type": type(self).__qualname__,
+            "source": self.source,
+            "root": str(self.root),
+            "train": self.train,
+            "batch_files": [[str(path), *file_stats(path)] for path in self.batch_files],
+        }
 
     def __len__(self) -> int:
         return len(self.label_array)

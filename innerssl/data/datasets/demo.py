@@ -9,16 +9,18 @@ array, so the demo configs run out of the box on a laptop CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, LabelInfo, report_splits
+from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, LabelInfo, file_stats, report_splits
 from innerssl.data.splits import split_by_group
 from innerssl.registry import DATASETS
 
@@ -120,6 +122,26 @@ class ArrayImageDataset(Dataset):
         self.images = images
         self.indices = np.asarray(indices)
         self.label_array = np.asarray(labels)[self.indices]
+        filename = getattr(images, "filename", None)  # set when the array is a memmap of a .npy file
+        self.source_file = Path(filename) if filename else None
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """What the items depend on, for the decode cache's key: the array's file (or its content) and indices.
+
+        A memory-mapped array is identified by its file's path, size and modification time; an array held in
+        memory by a hash of its bytes. The labels are part of it, so relabelled data gets a new key.
+        """
+        if self.source_file is not None:
+            source: dict[str, Any] = {"file": str(self.source_file), "stats": file_stats(self.source_file)}
+        else:
+            array = np.ascontiguousarray(self.images)
+            source = {"sha256": hashlib.sha256(array.tobytes()).hexdigest(), "shape": list(array.shape)}
+        return {
+            "type": type(self).__qualname__,
+            "source": source,
+            "indices": self.indices.tolist(),
+            "labels": self.label_array.tolist(),
+        }
 
     def __len__(self) -> int:
         return len(self.indices)

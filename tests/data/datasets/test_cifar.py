@@ -1,5 +1,6 @@
 """CIFAR through torchvision's real loader, on a tiny CIFAR-format folder the test writes itself."""
 
+import os
 import pickle
 
 import numpy as np
@@ -50,3 +51,17 @@ def test_cifar10_loads_with_torchvision_without_download(tmp_path, monkeypatch):
 def test_missing_cifar_folder_names_the_flag(tmp_path):
     with pytest.raises(UserError, match="--local_dataset, or add --download_datasets"):
         DATASETS.get("CIFAR10")(tmp_path, DatasetOptions())
+
+
+def test_cifar_cache_fingerprint_names_the_split_and_follows_its_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+    write_tiny_cifar10(tmp_path)
+    splits = DATASETS.get("CIFAR10")(tmp_path, DatasetOptions())
+    train, test = splits.train.cache_fingerprint(), splits.test.cache_fingerprint()
+    assert train["source"] == "CIFAR10" and train["train"] is True and test["train"] is False
+    assert [name.rsplit("/", 1)[-1] for name, *_ in test["batch_files"]] == ["test_batch"]
+    assert len(train["batch_files"]) == 5 and train != test
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    stats = batch.stat()
+    os.utime(batch, ns=(stats.st_atime_ns, stats.st_mtime_ns + 1_000_000_000))
+    assert splits.train.cache_fingerprint() != train and splits.test.cache_fingerprint() == test

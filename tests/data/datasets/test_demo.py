@@ -1,8 +1,10 @@
+import os
+
 import numpy as np
 import torch
 
 from innerssl.data.datasets.base import DatasetOptions
-from innerssl.data.datasets.demo import DemoSpec, build_demo, generate_dataset, load_or_generate
+from innerssl.data.datasets.demo import ArrayImageDataset, DemoSpec, build_demo, generate_dataset, load_or_generate
 
 
 def test_generation_is_deterministic_and_labels_are_balanced():
@@ -45,3 +47,21 @@ def test_builder_splits_and_items(tmp_path):
     assert image.dtype == torch.float32 and image.shape == (1, 16, 16)
     assert 0 <= image.min() and image.max() <= 1 and label in (0, 1)
     assert set(splits.train.indices) & set(splits.val.indices) == set()
+
+
+def test_cache_fingerprint_follows_the_file_the_indices_and_the_content(tmp_path):
+    images, labels = load_or_generate(tmp_path, DemoSpec(num_images=12, image_size=16))
+    first = ArrayImageDataset(images, labels, np.arange(6)).cache_fingerprint()
+    assert first == ArrayImageDataset(images, labels, np.arange(6)).cache_fingerprint()
+    assert first["source"]["file"].endswith("images.npy")
+    assert first != ArrayImageDataset(images, labels, np.arange(1, 7)).cache_fingerprint()
+    images_file = tmp_path / DemoSpec(num_images=12, image_size=16).folder_name / "images.npy"
+    stats = images_file.stat()
+    os.utime(images_file, ns=(stats.st_atime_ns, stats.st_mtime_ns + 1_000_000_000))
+    assert first != ArrayImageDataset(images, labels, np.arange(6)).cache_fingerprint()
+
+    in_memory = np.array(images)  # not a memmap: identified by a hash of its pixels
+    hashed = ArrayImageDataset(in_memory, labels, np.arange(6)).cache_fingerprint()
+    in_memory[0, 0, 0] ^= 1
+    assert "sha256" in hashed["source"]
+    assert hashed != ArrayImageDataset(in_memory, labels, np.arange(6)).cache_fingerprint()

@@ -1,0 +1,368 @@
+"""Data pipeline throughput: the usual per-sample loader against innerssl's decode cache + batched augmentation.
+
+Measures, on a folder of large radiographs (default: the shared NIH sample, 1024 px PNGs; ``--images`` for
+another folder, or generated images when there is none), in image PAIRS per second (two SSL views each):
+
+(a) baseline: PIL decode of every file + torchvision v2 RandomResizedCrop, flip, colour jitter, blur, solarize,
+    per sample, twice, in DataLoader workers (the InnerEye / lightly / Quadra-style loader);
+(b) innerssl: the decode-once cache (built here first: its build time, size on disk) read a batch at a time by
+    the workers, moved to the device and augmented there in batches with the same semantics;
+(c) innerssl's cache with the per-sample pipeline (what the cache alone gives);
+
+first as loaders alone, then as full BYOL training steps (resnet18 on the CPU, resnet50 on a GPU) next to a
+compute-only step on device-resident random input. Every phase runs in its own process, so its peak RSS
+(main process, and largest loader worker) is its own. Prints the ratios b/a and, for training, b/compute.
+
+    python benchmarks/data_throughput.py                       # defaults for this machine
+    python benchmarks/data_throughput.py --images=/data/nih/images_001/images --batch_size=256 --precision=bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import queue
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from innerssl.augment.config import AugmentationConfig, parse_augmentation_config  # noqa: E402
+from innerssl.data.cache import CacheSettings, cached_dataset  # noqa: E402
+from innerssl.data.datasets.base import UNLABELED, ImageFileDataset, ImageRecord  # noqa: E402
+from innerssl.data.image_io import read_image  # noqa: E402
+from innerssl.data.pipeline import ImageStream  # noqa: E402
+
+DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "nih-sample" / "images"
+GENERATED_IMAGE_SIZE = 1024
+VIEW_SIZE = 224
+CACHE_SIZE = 256
+MB = 1024 * 1024
+
+# SimCLR-style views of a radiograph, the same for every pipeline (the baseline spells them in torchvision).
+CROP_SCALE = (0.08, 1.0)
+FLIP_PROBABILITY = 0.5
+JITTER = 0.4
+BLUR_KERNEL = 23
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_PROBABILITY = 0.5
+SOLARIZE_THRESHOLD = 0.5
+SOLARIZE_PROBABILITY = 0.2
+
+PROJECT_CONFIG = {
+    "preprocess": {"resize": CACHE_SIZE, "center_crop_size": VIEW_SIZE},
+    "augmentation": {
+        "use_random_crop": True,
+        "use_random_horizontal_flip": True,
+        "use_random_color": True,
+        "use_gaussian_blur": True,
+        "use_solarize": True,
+        "random_crop": {"scale": list(CROP_SCALE)},
+        "random_horizontal_flip": {"prob": FLIP_PROBABILITY},
+        "random_color": {"brightness": JITTER, "contrast": JITTER},
+        "gaussian_blur": {
+            "kernel_fraction": BLUR_KERNEL / VIEW_SIZE,
+            "sigma": list(BLUR_SIGMA),
+            "p_apply": BLUR_PROBABILITY,
+        },
+        "solarize": {"threshold": SOLARIZE_THRESHOLD, "p_apply": SOLARIZE_PROBABILITY},
+    },
+}
+
+
+def project_config() -> AugmentationConfig:
+    return parse_augmentation_config(PROJECT_CONFIG, "benchmark config")
+
+
+# --- (a) the baseline ------------------------------------------------------------------------------------
+
+
+class BaselineDataset(Dataset):
+    """PIL decode + per-sample torchvision views, as the usual SSL loaders do."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(VIEW_SIZE, scale=CROP_SCALE, antialias=True),
+                v2.RandomHorizontalFlip(FLIP_PROBABILITY),
+                v2.ColorJitter(brightness=JITTER, contrast=JITTER),
+                v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.RandomSolarize(SOLARIZE_THRESHOLD, p=SOLARIZE_PROBABILITY),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        with Image.open(self.paths[index]) as image:
+            image = image.convert("L")
+            return (self.transform(image), self.transform(image)), 0
+
+
+# --- (b), (c) innerssl ----------------------------------------------------------------------------------
+
+
+def file_dataset(paths: list[Path]) -> ImageFileDataset:
+    return ImageFileDataset([ImageRecord(path) for path in paths], UNLABELED, read_image)
+
+
+def build_cache(paths: list[Path], cache_root: Path, workers: int) -> Dataset:
+    settings = CacheSettings(root=cache_root, image_size=CACHE_SIZE, num_workers=workers)
+    return cached_dataset(file_dataset(paths), settings)
+
+
+# --- measuring -------------------------------------------------------------------------------------------
+
+
+def endless(loader: DataLoader) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_pairs_per_second(
+    batches: Iterator[Any], step: Callable[[Any], None], num_batches: int, batch_size: int, device: torch.device
+) -> float:
+    """Pairs per second over ``num_batches`` batches, after one warm-up batch (worker start, compilation)."""
+    step(next(batches))
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        step(next(batches))
+    synchronize(device)
+    return num_batches * batch_size / (time.perf_counter() - start)
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest (finished) child, in MB (Linux: KiB units)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def loader_batches(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[Iterator[Any], Callable]:
+    """The batches of pipeline ``kind`` and the function that turns one into two views on the device."""
+    paths = image_paths(args)
+    if kind == "baseline":
+        loader = make_loader(BaselineDataset(paths), args.batch_size, args.workers, device)
+
+        def to_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            (view0, view1), _ = batch
+            return view0.to(device, non_blocking=True), view1.to(device, non_blocking=True)
+
+        return endless(loader), to_views
+    cache = build_cache(paths, Path(args.cache_root), args.workers)
+    stream = ImageStream(project_config(), in_channels=1, augment_on_device=kind == "innerssl", views=2)
+    stream.reseed(args.seed)
+    loader = make_loader(stream.loader_dataset(cache), args.batch_size, args.workers, device)
+
+    def to_views_project(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        if stream.on_device:
+            return stream.to_encoder(images.to(device, non_blocking=True))
+        view0, view1 = images
+        return view0.to(device, non_blocking=True), view1.to(device, non_blocking=True)
+
+    return endless(loader), to_views_project
+
+
+def byol_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One BYOL optimisation step (loss, backward, AdamW step, target EMA update) with the run's precision."""
+    from innerssl.compile import compile_networks
+    from innerssl.ssl.byol import BYOL
+
+    module = BYOL(encoder_name=args.encoder, in_channels=1).to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    module = module.to(memory_format=memory_format)
+    if args.compile:
+        compile_networks(module)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+
+    def step(view0: torch.Tensor, view1: torch.Tensor) -> None:
+        view0 = view0.contiguous(memory_format=memory_format)
+        view1 = view1.contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = module.ssl_loss(view0, view1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        module.update_target(module.hparams.base_momentum)
+
+    return step
+
+
+def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
+    """One measurement in this (fresh) process; puts (phase, pairs/s, peak RSS own, peak RSS workers)."""
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    kind, _, mode = phase.partition(":")
+    if kind == "cache_build":
+        start = time.perf_counter()
+        cache = build_cache(image_paths(args), Path(args.cache_root), args.workers)
+        seconds = time.perf_counter() - start
+        size = sum(f.stat().st_size for f in Path(args.cache_root).rglob("*") if f.is_file())
+        results.put((phase, {"seconds": seconds, "images": len(cache), "size_mb": size / MB}, *peak_rss_mb()))
+        return
+    if kind == "compute":
+        step = byol_step(args, device)
+        fixed = torch.rand(2, args.train_batch_size, 1, VIEW_SIZE, VIEW_SIZE, device=device)
+        rate = timed_pairs_per_second(
+            iter(lambda: fixed, None), lambda views: step(*views), args.train_steps, args.train_batch_size, device
+        )
+        results.put((phase, rate, *peak_rss_mb()))
+        return
+    batch_size = args.batch_size if mode == "loader" else args.train_batch_size
+    args = argparse.Namespace(**{**vars(args), "batch_size": batch_size})
+    batches, to_views = loader_batches(kind, args, device)
+    if mode == "loader":
+        rate = timed_pairs_per_second(batches, to_views, args.loader_batches, batch_size, device)
+    else:
+        step = byol_step(args, device)
+        rate = timed_pairs_per_second(
+            batches, lambda batch: step(*to_views(batch)), args.train_steps, batch_size, device
+        )
+    results.put((phase, rate, *peak_rss_mb()))
+
+
+def image_paths(args: argparse.Namespace) -> list[Path]:
+    folder = Path(args.images)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def generate_images(folder: Path, count: int, seed: int) -> None:
+    """Radiograph-sized (1024 px) 8-bit PNGs with smooth structure and noise, like real chest X-rays compress."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    coarse_size = 32
+    for index in range(count):
+        coarse = rng.uniform(0.1, 0.9, size=(coarse_size, coarse_size)).astype(np.float32)
+        smooth = Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+            (GENERATED_IMAGE_SIZE, GENERATED_IMAGE_SIZE), Image.Resampling.BICUBIC
+        )
+        pixels = np.asarray(smooth, dtype=np.float32) + rng.normal(0, 6, size=(GENERATED_IMAGE_SIZE,) * 2)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"generated_{index:05d}.png")
+
+
+def measure(phase: str, args: argparse.Namespace) -> tuple[Any, float, float]:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=run_phase, args=(phase, args, results))
+    process.start()
+    try:
+        _, value, own, workers = results.get(timeout=args.phase_timeout)
+    except queue.Empty:
+        process.kill()
+        raise RuntimeError(f"phase {phase} did not finish within {args.phase_timeout} s") from None
+    process.join()
+    return value, own, workers
+
+
+def parse_args() -> argparse.Namespace:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default=str(DEFAULT_IMAGES) if DEFAULT_IMAGES.is_dir() else None,
+                        help="folder of PNG/JPEG radiographs (default: the shared NIH sample; generated if absent)")
+    parser.add_argument("--num_generated", type=int, default=256, help="images to generate when there is no folder")
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (and cache build)")
+    parser.add_argument("--batch_size", type=int, default=256 if cuda else 64, help="pairs per loader batch")
+    parser.add_argument("--loader_batches", type=int, default=20 if cuda else 8, help="timed loader batches")
+    parser.add_argument("--train_batch_size", type=int, default=256 if cuda else 16, help="pairs per training step")
+    parser.add_argument("--train_steps", type=int, default=30 if cuda else 3, help="timed training steps")
+    parser.add_argument("--encoder", default="resnet50" if cuda else "resnet18")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="bf16" if cuda else "32")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=cuda)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--skip_training", action="store_true", help="loaders only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phase_timeout", type=float, default=1800)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="innerssl-throughput-"))
+    try:
+        if args.images is None:
+            args.images = str(workdir / "images")
+            print(f"Generating {args.num_generated} {GENERATED_IMAGE_SIZE} px PNGs into {args.images}", flush=True)
+            generate_images(Path(args.images), args.num_generated, args.seed)
+        args.cache_root = str(workdir / "cache")
+        count = len(image_paths(args))
+        print(
+            f"{count} images from {args.images}; device {args.device}, {args.workers} workers, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads; views {VIEW_SIZE} px, cache {CACHE_SIZE} px",
+            flush=True,
+        )
+        build, own, workers = measure("cache_build", args)
+        print(
+            f"cache build: {build['seconds']:.1f} s for {build['images']} images "
+            f"({build['seconds'] / build['images'] * 1000:.1f} ms per image), {build['size_mb']:.1f} MB on disk, "
+            f"peak RSS {own:.0f} MB (+ {workers:.0f} MB per build worker)",
+            flush=True,
+        )
+        modes = ["loader"] if args.skip_training else ["loader", "train"]
+        rates: dict[str, float] = {}
+        for mode in modes:
+            label = f"{mode} ({'loader only' if mode == 'loader' else f'BYOL {args.encoder}, {args.precision}'})"
+            print(f"\n{label}, batch {args.batch_size if mode == 'loader' else args.train_batch_size} pairs:")
+            kinds = ["baseline", "innerssl", "cached_per_sample"] + (["compute"] if mode == "train" else [])
+            for kind in kinds:
+                phase = kind if kind == "compute" else f"{kind}:{mode}"
+                rate, own, workers = measure(phase, args)
+                rates[phase] = rate
+                print(
+                    f"  {kind:<18} {rate:9.1f} pairs/s   peak RSS {own:6.0f} MB main, {workers:6.0f} MB worker",
+                    flush=True,
+                )
+            baseline = rates[f"baseline:{mode}"]
+            print(f"  ratio innerssl / baseline: {rates[f'innerssl:{mode}'] / baseline:.1f}x")
+            if mode == "train":
+                compute = rates["compute"]
+                print(f"  innerssl / compute-only: {rates['innerssl:train'] / compute:.0%}; "
+                      f"baseline / compute-only: {baseline / compute:.0%}")
+        if not math.isfinite(sum(rates.values())):
+            raise SystemExit("a measurement failed")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
