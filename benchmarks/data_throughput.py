@@ -7,6 +7,7 @@ another folder, or generated images when there is none), in image PAIRS per seco
     per sample, twice, in DataLoader workers (the InnerEye / lightly / Quadra-style loader);
 (b) innerssl: the decode-once cache (built here first: its build time, size on disk) read a batch at a time by
     the workers, moved to the device and augmented there in batches with the same semantics;
+(b') the same with the cache read in the training process (no loader workers);
 (c) innerssl's cache with the per-sample pipeline (what the cache alone gives);
 
 first as loaders alone, then as full BYOL training steps (resnet18 on the CPU, resnet50 on a GPU) next to a
@@ -53,6 +54,9 @@ GENERATED_IMAGE_SIZE = 1024
 VIEW_SIZE = 224
 CACHE_SIZE = 256
 MB = 1024 * 1024
+MAIN_PROCESS_KIND = "innerssl_0_workers"
+"""innerssl's pipeline reading the cache in the training process: on a small CPU, loader workers copying
+batches compete with the augmentation for the same cores."""
 
 # SimCLR-style views of a radiograph, the same for every pipeline (the baseline spells them in torchvision).
 CROP_SCALE = (0.08, 1.0)
@@ -249,7 +253,9 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
         results.put((phase, rate, *peak_rss_mb()))
         return
     batch_size = args.batch_size if mode == "loader" else args.train_batch_size
-    args = argparse.Namespace(**{**vars(args), "batch_size": batch_size})
+    workers = 0 if kind == MAIN_PROCESS_KIND else args.workers
+    kind = "innerssl" if kind == MAIN_PROCESS_KIND else kind
+    args = argparse.Namespace(**{**vars(args), "batch_size": batch_size, "workers": workers})
     batches, to_views = loader_batches(kind, args, device)
     if mode == "loader":
         rate = timed_pairs_per_second(batches, to_views, args.loader_batches, batch_size, device)
@@ -343,7 +349,8 @@ def main() -> None:
         for mode in modes:
             label = f"{mode} ({'loader only' if mode == 'loader' else f'BYOL {args.encoder}, {args.precision}'})"
             print(f"\n{label}, batch {args.batch_size if mode == 'loader' else args.train_batch_size} pairs:")
-            kinds = ["baseline", "innerssl", "cached_per_sample"] + (["compute"] if mode == "train" else [])
+            kinds = ["baseline", "innerssl", MAIN_PROCESS_KIND, "cached_per_sample"]
+            kinds += ["compute"] if mode == "train" else []
             for kind in kinds:
                 phase = kind if kind == "compute" else f"{kind}:{mode}"
                 rate, own, workers = measure(phase, args)
@@ -353,7 +360,8 @@ def main() -> None:
                     flush=True,
                 )
             baseline = rates[f"baseline:{mode}"]
-            print(f"  ratio innerssl / baseline: {rates[f'innerssl:{mode}'] / baseline:.1f}x")
+            for kind in ("innerssl", MAIN_PROCESS_KIND):
+                print(f"  ratio {kind} / baseline: {rates[f'{kind}:{mode}'] / baseline:.1f}x")
             if mode == "train":
                 compute = rates["compute"]
                 print(f"  innerssl / compute-only: {rates['innerssl:train'] / compute:.0%}; "
