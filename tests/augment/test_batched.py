@@ -28,6 +28,7 @@ from innerssl.augment.config import (
     parse_augmentation_config,
 )
 from innerssl.augment.per_sample import LUMINANCE_WEIGHTS, build_per_sample_transform
+from tests.augment.all_on import all_on_config
 
 AUGMENTATIONS = Path(__file__).resolve().parents[2] / "augmentations"
 SHIPPED = sorted(AUGMENTATIONS.glob("*.yaml"))
@@ -35,25 +36,7 @@ BILINEAR = InterpolationMode.BILINEAR
 SIZE = 32
 """Output side of the test configs (preprocess: resize 36, center crop 32)."""
 
-ALL_ON: dict[str, Any] = {
-    "preprocess": {"resize": 36, "center_crop_size": SIZE},
-    "augmentation": {
-        "use_random_crop": True,
-        "use_random_horizontal_flip": True,
-        "use_random_affine": True,
-        "use_random_color": True,
-        "use_gamma_transform": True,
-        "use_gaussian_blur": True,
-        "use_solarize": True,
-        "use_elastic_transform": True,
-        "use_gaussian_noise": True,
-        "use_random_erasing": True,
-        "random_affine": {"max_angle": 30, "max_horizontal_shift": 0.1, "max_vertical_shift": 0.1},
-        "random_color": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1},
-        "gaussian_noise": {"std": 0.05, "p_apply": 1.0},
-        "random_erasing": {"p_apply": 1.0},
-    },
-}
+ALL_ON: dict[str, Any] = all_on_config(36, SIZE)
 
 # One switch each, with parameters strong enough to change every sample (p_apply 1).
 SINGLE_SWITCHES: dict[str, tuple[str, str, dict[str, Any]]] = {
