@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -62,6 +63,12 @@ def hardware(container: Container) -> dict:
     if gpus:
         arguments["sync_batchnorm"] = distributed and container.uses_sync_batchnorm()
     return arguments
+
+
+def progress_bar_refresh_rate(container: Container) -> int:
+    """Steps between progress-bar updates: every update reads the logged loss back from the device, which
+    waits for the GPU to finish its queued work, so on GPUs only every ``LOG_EVERY_N_STEPS`` steps."""
+    return LOG_EVERY_N_STEPS if gpus_per_node(container) else 1
 
 
 def add_file_logging(path: Path) -> logging.Handler:
@@ -119,13 +126,16 @@ def train(container: Container, model_name: str) -> RunResult:
 
         datamodule = container.create_datamodule(folder.root if same_folder else None)
         module = container.create_lightning_module(datamodule)
+        if container.channels_last:
+            # The weights too, so convolutions run in NHWC without converting layouts at every layer.
+            module = module.to(memory_format=torch.channels_last)
         if container.compile:
             compile_networks(module)
         checkpoints = checkpoint_callbacks(container, folder)
         callbacks = [
             *container.create_callbacks(datamodule),
             *checkpoints,
-            TQDMProgressBar(),
+            TQDMProgressBar(refresh_rate=progress_bar_refresh_rate(container)),
             EpochMetricsWriter(folder.metrics_csv, folder.charts),
         ]
         trainer = pl.Trainer(

@@ -31,3 +31,20 @@ def test_compiles_children_in_place_keeping_checkpoint_keys_and_outputs():
     torch.testing.assert_close(module(images), expected)
     module(images).sum().backward()  # gradients flow through the compiled networks
     assert module.head.weight.grad is not None
+
+
+def test_compiled_channels_last_run_writes_checkpoints_an_uncompiled_model_loads(tmp_path, monkeypatch):
+    import innerssl.compile
+    from innerssl.encoders import create_encoder
+    from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint
+    from innerssl.runner import main
+    from tests.conftest import tiny_demo_flags
+
+    # The eager backend traces with dynamo like inductor but needs no C++ build: seconds, not minutes.
+    monkeypatch.setattr(innerssl.compile, "DEFAULT_BACKEND", "eager")
+    flags = tiny_demo_flags(tmp_path, num_epochs=1, compile="true", channels_last="true")
+    assert main(["--model=DemoSimCLR", *flags]) == 0
+    checkpoint = tmp_path / "outputs" / "DemoSimCLR" / "test" / "checkpoints" / "last.ckpt"
+    state = encoder_state_from_ssl_checkpoint(checkpoint, "resnet18", 1)
+    assert not any("_orig_mod" in key for key in state)
+    create_encoder("resnet18", 1).load_state_dict(state)  # strict: the same keys as an uncompiled encoder
