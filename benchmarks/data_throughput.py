@@ -341,7 +341,7 @@ def main() -> None:
         print(
             f"cache build: {build['seconds']:.1f} s for {build['images']} images "
             f"({build['seconds'] / build['images'] * 1000:.1f} ms per image), {build['size_mb']:.1f} MB on disk, "
-            f"peak RSS {own:.0f} MB (+ {workers:.0f} MB per build worker)",
+            f"peak RSS {own:.0f} MB main, {workers:.0f} MB largest build worker (RSS counts pages shared with main)",
             flush=True,
         )
         modes = ["loader"] if args.skip_training else ["loader", "train"]
