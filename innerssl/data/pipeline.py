@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from innerssl.augment.batched import BatchedAugmentation, build_batched_transform
 from innerssl.augment.config import AugmentationConfig
 from innerssl.augment.per_sample import TwoViews, build_per_sample_transform
-from innerssl.data.cache import CacheSettings, FixedSizeDataset, cached_dataset
+from innerssl.data.cache import CacheSettings, FixedSizeDataset, cached_dataset, resolve_settings
 from innerssl.data.datasets.base import DatasetSplits, Split
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,9 @@ class ImageStorage:
             return cached_dataset(dataset, self.settings, description)
         if not self.fixed_size:
             return dataset
-        size, channels = self.settings.image_size, self.settings.channels
-        if size is None or channels is None:
-            first = first_readable_image(dataset, description)
-            size = size or min(int(first.shape[-2]), int(first.shape[-1]))
-            channels = channels or int(first.shape[0])
-        return FixedSizeDataset(dataset, size, self.settings.fit, self.settings.dtype, channels)
+        settings = resolve_settings(dataset, self.settings, description)  # the cache's rule for unset sizes
+        assert settings.image_size is not None and settings.channels is not None
+        return FixedSizeDataset(dataset, settings.image_size, settings.fit, settings.dtype, settings.channels)
 
     def store_splits(self, splits: DatasetSplits, name: str, which: tuple[Split, ...] = SPLIT_NAMES) -> DatasetSplits:
         """The splits with the datasets of ``which`` replaced by their stored form (the others, unused by the
@@ -97,15 +94,6 @@ class ImageStorage:
             if (dataset := getattr(splits, split)) is not None
         }
         return replace(splits, **stored)
-
-
-def first_readable_image(dataset: Dataset, description: str) -> torch.Tensor:
-    """The first image of ``dataset`` that decodes, to learn the size and channels of a dataset."""
-    for index in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[index]
-        if item is not None:
-            return item[0]
-    raise ValueError(f"No image of {description} could be read")
 
 
 class ImageStream:
