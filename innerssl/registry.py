@@ -38,17 +38,27 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, populate: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._folder_families: dict[str, str] = {}
         self._populate = populate
         self._populated = False
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, folder_family: str | None = None) -> Callable[[T], T]:
+        """``folder_family``: entries that read the same kind of folder (NIH, NIHBinary, NIHMultiLabel) share one,
+        so a run that uses two of them reads both from one folder unless told otherwise."""
+
         def decorator(entry: T) -> T:
             if name in self._entries and self._entries[name] is not entry:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._entries[name] = entry
+            self._folder_families[name] = folder_family or name
             return entry
 
         return decorator
+
+    def share_folder(self, first: str, second: str) -> bool:
+        """Whether entries ``first`` and ``second`` read the same folder layout (the same name, or one family)."""
+        self._ensure_populated()
+        return self._folder_families.get(first, first) == self._folder_families.get(second, second)
 
     def _ensure_populated(self) -> None:
         if not self._populated and self._populate is not None:

@@ -111,6 +111,11 @@ def run(argv: Sequence[str]) -> int:
     from innerssl.training import train
 
     result = train(container, model)
+    if result.checked_data_only:
+        print(f"Data checked (--check_data, nothing trained): splits.csv, aug/ and log.txt in {result.folder.root}")
+        if result.bad_files:
+            print(f"{result.bad_files} unreadable image files (listed in {result.folder.root}/bad_files.txt)")
+        return 0
     print(f"Run finished: outputs in {result.folder.root}")
     if result.best_metric is not None:
         print(f"Best {result.best_metric}: {result.best_value}")

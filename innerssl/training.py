@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,18 @@ from innerssl.distributed import (
     shared_run_name,
     world_size,
 )
+from innerssl.outputs.augmentation_previews import (
+    AUGMENTATION_FOLDER,
+    AugmentationPreviews,
+    previews_of,
+    write_previews,
+)
+from innerssl.outputs.data_report import decode_every_image, log_data_report
+from innerssl.outputs.durable_io import DurableCheckpointIO
+from innerssl.outputs.last_checkpoint import LastCheckpoint
 from innerssl.outputs.metrics_csv import EpochMetricsWriter
 from innerssl.outputs.run_folder import BEST_CHECKPOINT_STEM, RunFolder, resolve_run_folder
+from innerssl.outputs.splits_csv import SPLITS_CSV, write_splits_csv
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ class RunResult:
     """``classifier/test_*`` metrics of the test stage (empty when the run has no test stage or test split)."""
     num_train_images: int | None = None
     """Images in the (label-fraction subset of the) labeled training split, where the run has one."""
+    checked_data_only: bool = False
+    """--check_data: the datasets were built and reported, nothing was trained."""
 
 
 def hardware(container: Container) -> dict:
@@ -78,24 +91,52 @@ def add_file_logging(path: Path) -> logging.Handler:
     return handler
 
 
-def checkpoint_callbacks(container: Container, folder: RunFolder) -> list[ModelCheckpoint]:
-    """last.ckpt after every epoch (for --resume) and best.ckpt by the container's monitored metric."""
-    callbacks = [ModelCheckpoint(dirpath=folder.checkpoints, save_last=True, save_top_k=0)]
+def best_checkpoint_callback(container: Container, folder: RunFolder) -> ModelCheckpoint | None:
+    """best.ckpt by the container's monitored metric (None where the container monitors none)."""
     monitor = container.checkpoint_monitor()
-    if monitor is not None:
-        metric, mode = monitor
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=folder.checkpoints,
-                filename=BEST_CHECKPOINT_STEM,
-                monitor=metric,
-                mode=mode,
-                save_top_k=1,
-                enable_version_counter=False,
-                auto_insert_metric_name=False,
-            )
-        )
-    return callbacks
+    if monitor is None:
+        return None
+    metric, mode = monitor
+    return ModelCheckpoint(
+        dirpath=folder.checkpoints,
+        filename=BEST_CHECKPOINT_STEM,
+        monitor=metric,
+        mode=mode,
+        save_top_k=1,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+
+
+# innerssl's training loaders are resumable through their sampler (innerssl.data.sampling), which Lightning's
+# check for a state_dict on the loader itself does not see.
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+
+
+def prepare_data(container: Container, folder: RunFolder, same_folder: bool, rank_zero: bool) -> pl.LightningDataModule:
+    """Datasets, splits and decode caches of the run; splits.csv lists every image the run uses (rank 0)."""
+    datamodule = container.create_datamodule(folder.root if same_folder else None)
+    used = getattr(datamodule, "used_datasets", [])
+    if rank_zero and used:
+        rows = write_splits_csv(used, folder.root / SPLITS_CSV)
+        logger.info("%d images of %d dataset(s) listed in %s", rows, len(used), folder.root / SPLITS_CSV)
+    return datamodule
+
+
+def check_data(
+    datamodule: pl.LightningDataModule, container: Container, folder: RunFolder, rank_zero: bool
+) -> RunResult:
+    """--check_data: report what was found and what could not be read, show the augmentations, do not train."""
+    used = getattr(datamodule, "used_datasets", [])
+    # The decode cache found the unreadable files of the splits it stored; read the others once.
+    decode_every_image(used, ("test",) if getattr(container, "decode_cache", True) else ("train", "val", "test"))
+    bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
+    if rank_zero:
+        log_data_report(used, folder.root / BAD_FILE_LOG_NAME)
+        write_previews(previews_of(datamodule), folder.root / AUGMENTATION_FOLDER, torch.device("cpu"))
+        if bad_files:
+            logger.warning("%d unreadable image files; see %s", len(bad_files), folder.root / BAD_FILE_LOG_NAME)
+    return RunResult(folder, None, None, len(bad_files), checked_data_only=True)
 
 
 def train(container: Container, model_name: str) -> RunResult:
@@ -108,6 +149,10 @@ def train(container: Container, model_name: str) -> RunResult:
     container.validate()
     rank_zero = is_global_zero(container)
     run_name = container.run_name or shared_run_name(world_size(container))
+    if container.auto_resume and not container.resume:
+        if RunFolder(container.output_root() / model_name / str(run_name)).last_checkpoint.is_file():
+            logger.info("--auto_resume: %s holds checkpoints/last.ckpt; continuing it", run_name)
+            container.resume = True
     folder = resolve_run_folder(container.output_root(), model_name, run_name, container.resume)
     # Whether this process surely writes into rank 0's folder (bad-file log lines).
     same_folder = rank_zero or run_name is not None or container.resume
@@ -124,24 +169,29 @@ def train(container: Container, model_name: str) -> RunResult:
             logger.info("Run folder: %s", folder.root)
         pl.seed_everything(container.random_seed, workers=True)
 
-        datamodule = container.create_datamodule(folder.root if same_folder else None)
+        datamodule = prepare_data(container, folder, same_folder, rank_zero)
+        if container.check_data:
+            return check_data(datamodule, container, folder, rank_zero)
         module = container.create_lightning_module(datamodule)
         if container.channels_last:
             # The weights too, so convolutions run in NHWC without converting layouts at every layer.
             module = module.to(memory_format=torch.channels_last)
         if container.compile:
             compile_networks(module)
-        checkpoints = checkpoint_callbacks(container, folder)
+        best = best_checkpoint_callback(container, folder)
         callbacks = [
             *container.create_callbacks(datamodule),
-            *checkpoints,
+            LastCheckpoint(folder.last_checkpoint, container.checkpoint_every_n_minutes),
+            *([best] if best is not None else []),
             TQDMProgressBar(refresh_rate=progress_bar_refresh_rate(container)),
+            AugmentationPreviews(folder.root / AUGMENTATION_FOLDER),
             EpochMetricsWriter(folder.metrics_csv, folder.charts),
         ]
         trainer = pl.Trainer(
             max_epochs=container.num_epochs,
             precision=container.precision,
             callbacks=callbacks,
+            plugins=[DurableCheckpointIO()],
             logger=TensorBoardLogger(folder.root, name="tensorboard", version=""),
             default_root_dir=folder.root,
             log_every_n_steps=LOG_EVERY_N_STEPS,
@@ -165,7 +215,8 @@ def train(container: Container, model_name: str) -> RunResult:
             )
         num_train_images = len(splits.train) if splits is not None else None
 
-        best = checkpoints[-1] if len(checkpoints) > 1 and test_only is None else None
+        if test_only is not None:
+            best = None
         bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
         if bad_files:
             logger.warning(

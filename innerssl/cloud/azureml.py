@@ -28,6 +28,7 @@ import yaml
 
 from innerssl.cloud.parameters import AzureMLParameters
 from innerssl.errors import UserError
+from innerssl.outputs.run_folder import new_run_name
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -246,10 +247,28 @@ def job_command(container: Any, model_name: str, flags: Mapping[str, str | None]
         parts.append("--extra_local_dataset_paths=" + ",".join(bindings))
     if container.pretraining_run_id is not None:
         parts.append(f"--pretraining_outputs_folder=${{{{inputs.{PRETRAINING_INPUT}}}}}")
+    # A fixed run name and --auto_resume: a preempted job that Azure ML restarts (or a job resubmitted with the
+    # same --run_name onto the same --azureml_output_path) continues from its last.ckpt instead of starting over.
+    if "run_name" not in flags:
+        parts.append(_flag("run_name", container.run_name or new_run_name()))
+    if "auto_resume" not in flags and "resume" not in flags:
+        parts.append("--auto_resume")
     parts.append(f"--max_num_gpus={container.azureml_processes_per_instance}")
     parts.append(f"--num_nodes={container.azureml_instance_count}")
     parts.append(f"--output_dir=${{{{outputs.{OUTPUT_NAME}}}}}")
     return " ".join(parts)
+
+
+def job_output(container: Any, sdk: Any) -> Any:
+    """The job's output folder: its own, or the shared datastore folder of ``--azureml_output_path``."""
+    path = container.azureml_output_path
+    if path is None:
+        return sdk.Output(type="uri_folder")
+    if not path.startswith("azureml://datastores/"):
+        raise UserError(
+            f"--azureml_output_path={path} is not a datastore folder: give azureml://datastores/<store>/paths/<folder>"
+        )
+    return sdk.Output(type="uri_folder", path=path, mode="rw_mount")
 
 
 def job_tags(container: Any, model_name: str) -> dict[str, str]:
@@ -301,7 +320,7 @@ def build_command_job(
         code=str(repo_root),
         command=job_command(container, model_name, flags, repo_root),
         inputs=inputs,
-        outputs={OUTPUT_NAME: sdk.Output(type="uri_folder")},
+        outputs={OUTPUT_NAME: job_output(container, sdk)},
         environment=environment(container, repo_root),
         compute=container.azureml_compute_cluster,
         instance_count=instances,

@@ -68,6 +68,13 @@ class AzureMLParameters(param.Parameterized):
         doc="How the job sees its datasets: ro_mount (read-only mount, streamed) or download (copied to "
         "local disk first; faster reads of many small files).",
     )
+    azureml_output_path: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="A datastore folder (azureml://datastores/<store>/paths/<folder>) that the job's --output_dir is "
+        "mounted from, instead of the job's own output folder: jobs that share it see each other's runs, so a job "
+        "resubmitted with the same --run_name continues that run from its last.ckpt.",
+    )
     azureml_tags: list[str] = param.List(
         [], item_type=str, doc="Tags of the job as key=value, comma-separated (e.g. team=cxr,purpose=baseline)."
     )

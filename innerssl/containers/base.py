@@ -109,7 +109,28 @@ class Container(AzureMLParameters):
     )
     resume: bool = param.Boolean(
         False,
-        doc="Continue the run <run_name> (default: the latest run of this model) from checkpoints/last.ckpt.",
+        doc="Continue the run <run_name> (default: the latest run of this model) from checkpoints/last.ckpt, "
+        "also after the process was killed: from the last epoch's end or the last timed checkpoint "
+        "(--checkpoint_every_n_minutes), whichever is later.",
+    )
+    check_data: bool = param.Boolean(
+        False,
+        doc="Build the datasets and decode caches, log per split and class how many images were found and how many "
+        "were unreadable (listed in bad_files.txt), write splits.csv and the augmentation previews in aug/, and "
+        "exit without training: the first step with a new dataset.",
+    )
+    auto_resume: bool = param.Boolean(
+        False,
+        doc="With --run_name: continue that run from its checkpoints/last.ckpt when it has one, else start it. "
+        "Azure ML jobs set it, so that a preempted job that is restarted (or resubmitted with the same "
+        "--run_name and --azureml_output_path) continues instead of starting again.",
+    )
+    checkpoint_every_n_minutes: float = param.Number(
+        30.0,
+        bounds=(0, None),
+        doc="Besides after every epoch, also write checkpoints/last.ckpt after the first training step that ends "
+        "this many minutes after the previous save, so that --resume continues mid-epoch and a killed run loses "
+        "at most these minutes (and the partial epoch's statistics). 0: only at epoch ends.",
     )
 
     # --- distributed ---------------------------------------------------------------------------------
@@ -207,6 +228,8 @@ class Container(AzureMLParameters):
         ``check_this_machine=False`` skips what depends on this machine (local folders and files, a GPU),
         for runs that are submitted to run elsewhere.
         """
+        if self.auto_resume and self.run_name is None:
+            raise UserError("--auto_resume needs --run_name: the run to continue when its folder holds last.ckpt")
         if check_this_machine and self.precision == "16-mixed" and not _cuda_available():
             raise UserError("--precision=16-mixed needs a GPU; use --precision=bf16-mixed or 32 on the CPU")
 

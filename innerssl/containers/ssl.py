@@ -13,7 +13,7 @@ from innerssl.augment.config import AugmentationConfig, PreprocessConfig, load_a
 from innerssl.containers.base import Container
 from innerssl.data.cache import CacheSettings
 from innerssl.data.datamodule import SSLDataModule
-from innerssl.data.datasets.base import DatasetOptions, DatasetSplits
+from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, UsedDataset
 from innerssl.data.datasets.demo import default_cache_dir
 from innerssl.data.pipeline import ImageStorage, ImageStream
 from innerssl.distributed import effective_learning_rate
@@ -80,6 +80,12 @@ class SSLContainer(Container):
     )
     frontal_only: bool = param.Boolean(False, doc="CheXpert: use frontal views only.")
     csv_image_column: str = param.String("path", doc="Generic CSV dataset: the column with image paths.")
+    folder_patient_pattern: str = param.String(
+        DatasetOptions.folder_patient_pattern,
+        doc="ImageFolder: regular expression whose first matching group in a file name (without suffix) is the "
+        "patient id, so carved splits keep a patient's images together; unmatched files (or an empty pattern) are "
+        "one patient each. The default reads Kermany's chest X-ray names (person1234_bacteria_5678, IM-0115-0001).",
+    )
     apply_voi_lut: bool = param.Boolean(True, doc="DICOM: apply the file's VOI LUT / window when present.")
     demo_num_images: int = param.Integer(1600, bounds=(10, None), doc="Demo dataset: number of generated images.")
     demo_image_size: int = param.Integer(64, bounds=(16, None), doc="Demo dataset: generated image size in pixels.")
@@ -243,6 +249,7 @@ class SSLContainer(Container):
             uncertainty_policy=self.uncertainty_policy,  # type: ignore[arg-type]
             frontal_only=self.frontal_only,
             image_column=self.csv_image_column,
+            folder_patient_pattern=self.folder_patient_pattern,
             apply_voi_lut=self.apply_voi_lut,
             cache_dir=Path(self.dataset_cache_dir) if self.dataset_cache_dir else None,
             root_parameter=root_parameter,
@@ -255,7 +262,9 @@ class SSLContainer(Container):
         """Folder of the linear-head dataset and the flag that sets it."""
         if self.extra_local_dataset_paths:
             return Path(self.extra_local_dataset_paths[0]), "--extra_local_dataset_paths"
-        if self.linear_head_dataset_name == self.ssl_training_dataset_name:
+        if self.linear_head_dataset_name is not None and DATASETS.share_folder(
+            self.linear_head_dataset_name, self.ssl_training_dataset_name
+        ):
             return (Path(self.local_dataset) if self.local_dataset else None), "--local_dataset"
         return None, "--extra_local_dataset_paths"
 
@@ -321,11 +330,14 @@ class SSLContainer(Container):
         ssl_splits = self.ssl_splits(run_folder)
         linear_head = self.linear_head_splits(run_folder)
         linear_head_config = self.augmentation("linear_head_augmentation_config") if linear_head else None
+        used = [UsedDataset(self.ssl_training_dataset_name, "ssl", ssl_splits)]
+        if linear_head is not None:
+            used.append(UsedDataset(str(self.linear_head_dataset_name), "linear_head", linear_head))
         storage = self.image_storage([config for config in (ssl_config, linear_head_config) if config is not None])
         ssl_splits = storage.store_splits(ssl_splits, self.ssl_training_dataset_name, ("train", "val"))
         if linear_head is not None:
             linear_head = storage.store_splits(linear_head, str(self.linear_head_dataset_name), ("train", "val"))
-        return SSLDataModule(
+        datamodule = SSLDataModule(
             ssl_splits=ssl_splits,
             ssl_stream=self.image_stream(ssl_config, views=2),
             ssl_batch_size=self.ssl_training_batch_size,
@@ -338,6 +350,8 @@ class SSLContainer(Container):
             num_workers=self.num_workers,
             seed=self.random_seed,
         )
+        datamodule.used_datasets = used
+        return datamodule
 
     def method_arguments(self) -> dict:
         arguments = {

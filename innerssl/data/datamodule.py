@@ -1,8 +1,13 @@
 """DataLoaders for SSL training (two augmented views + a labeled linear-head set) and for classifiers.
 
 Training batches of SSL runs are dicts ``{"ssl": ((view0, view1), labels), "linear_head": (images,
-labels)}``: Lightning cycles the shorter loader (``max_size_cycle``). Validation dataloader 0 is the
-SSL validation set, 1 the linear head's.
+labels)}``: the linear head's loader gives exactly one batch per SSL batch (passing over its data as often as
+that takes), so an epoch is one pass over the SSL data. Validation dataloader 0 is the SSL validation set, 1 the
+linear head's.
+
+Training loaders draw their order from :class:`~innerssl.data.sampling.ResumableSampler`: a run resumed from a
+mid-epoch checkpoint trains on exactly the batches that epoch had left (the position comes back through
+:meth:`StreamDataModule.load_state_dict`).
 
 Where the augmentation runs on the device (:class:`~innerssl.data.pipeline.ImageStream`), the loaders yield
 stored integer images and :meth:`on_after_batch_transfer` turns them into that layout once Lightning moved
@@ -18,31 +23,45 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
-from innerssl.data.datasets.base import DatasetSplits, Split
+from innerssl.data.datasets.base import DatasetSplits, Split, UsedDataset
 from innerssl.data.pipeline import ImageStream, stream_seed
+from innerssl.data.sampling import ResumableSampler, TrainingPosition
+
+POSITION_KEY = "position"
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool, seed: int
+    dataset: Dataset, batch_size: int, num_workers: int, sampler: ResumableSampler | None = None
 ) -> DataLoader:
+    """A training loader (full batches from ``sampler``) or, without a sampler, an evaluation loader in order."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last and len(dataset) >= batch_size,  # type: ignore[arg-type]
+        sampler=sampler,
+        drop_last=sampler is not None and len(sampler) >= batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),  # page-locked batches: the copy to the GPU runs asynchronously
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
 
 
 class StreamDataModule(pl.LightningDataModule):
-    """Shared plumbing: seeds the device augmentations per process and applies them after the transfer."""
+    """Shared plumbing: seeds the device augmentations per process and applies them after the transfer; training
+    loaders that continue where a checkpoint stopped."""
 
     seed: int
+    position: TrainingPosition | None = None
+    """Where training stands, set just before a checkpoint is written (saved with it) and read back on resume."""
+    resume_position: TrainingPosition | None = None
+
+    used_datasets: list[UsedDataset] = []
+    """The datasets as they were built (before storage), set by the container: splits.csv lists them."""
 
     def streams(self) -> list[ImageStream]:
+        raise NotImplementedError
+
+    def stream_previews(self) -> list[tuple[str, ImageStream, Dataset]]:
+        """(name, stream, stored training split) of every training stream, for the aug/ previews."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
@@ -52,6 +71,37 @@ class StreamDataModule(pl.LightningDataModule):
 
     def is_training(self) -> bool:
         return self.trainer is not None and self.trainer.training
+
+    # --- resumable order ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {POSITION_KEY: self.position.as_dict()} if self.position is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if POSITION_KEY in state_dict:
+            self.resume_position = TrainingPosition.from_dict(state_dict[POSITION_KEY])
+
+    def processes(self) -> tuple[int, int]:
+        """(number of training processes, this one's rank)."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def train_sampler(
+        self, dataset: Dataset, batch_size: int, seed: int, num_batches: int | None = None
+    ) -> ResumableSampler:
+        """This process's share of ``dataset`` per epoch (``num_batches`` batches of it, if given), starting where
+        a resumed checkpoint stopped."""
+        world_size, rank = self.processes()
+        resume = self.resume_position or TrainingPosition()
+        return ResumableSampler(
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            seed=seed,
+            num_samples=num_batches * batch_size if num_batches is not None else None,
+            resume_epoch=resume.epoch,
+            resume_samples_done=resume.samples_done(batch_size),
+        )
 
 
 class SSLDataModule(StreamDataModule):
@@ -92,26 +142,37 @@ class SSLDataModule(StreamDataModule):
         optional = [self.linear_head_train_stream, self.linear_head_eval_stream]
         return [self.ssl_stream, *(stream for stream in optional if stream is not None)]
 
-    def _ssl_loader(self, split: Split, shuffle: bool) -> DataLoader:
-        dataset = self.ssl_stream.loader_dataset(self.ssl_splits.get(split))
-        return make_loader(dataset, self.ssl_batch_size, self.num_workers, shuffle, shuffle, self.seed)
-
-    def _linear_head_loader(self, split: Split, stream: ImageStream | None, shuffle: bool) -> DataLoader:
-        assert self.linear_head_splits is not None and stream is not None
-        dataset = stream.loader_dataset(self.linear_head_splits.get(split))
-        return make_loader(dataset, self.linear_head_batch_size, self.num_workers, shuffle, shuffle, self.seed + 1)
+    def stream_previews(self) -> list[tuple[str, ImageStream, Dataset]]:
+        previews = [("ssl", self.ssl_stream, self.ssl_splits.train)]
+        if self.linear_head_splits is not None and self.linear_head_train_stream is not None:
+            previews.append(("linear_head", self.linear_head_train_stream, self.linear_head_splits.train))
+        return previews
 
     def train_dataloader(self) -> Any:
-        ssl = self._ssl_loader("train", shuffle=True)
+        dataset = self.ssl_stream.loader_dataset(self.ssl_splits.train)
+        ssl = make_loader(
+            dataset, self.ssl_batch_size, self.num_workers, self.train_sampler(dataset, self.ssl_batch_size, self.seed)
+        )
         if self.linear_head_splits is None:
             return ssl
-        linear_head = self._linear_head_loader("train", self.linear_head_train_stream, shuffle=True)
+        assert self.linear_head_train_stream is not None
+        labeled = self.linear_head_train_stream.loader_dataset(self.linear_head_splits.train)
+        # One labeled batch per SSL batch; no bigger than the labeled share, so a batch holds no image twice.
+        batch_size = min(self.linear_head_batch_size, -(-len(labeled) // self.processes()[0]))  # type: ignore[arg-type]
+        sampler = self.train_sampler(labeled, batch_size, self.seed + 1, num_batches=len(ssl))
+        linear_head = make_loader(labeled, batch_size, self.num_workers, sampler)
         return {SSL_BATCH_KEY: ssl, LINEAR_HEAD_BATCH_KEY: linear_head}
 
     def val_dataloader(self) -> Any:
-        loaders = [self._ssl_loader("val", shuffle=False)]
+        loaders = [
+            make_loader(
+                self.ssl_stream.loader_dataset(self.ssl_splits.get("val")), self.ssl_batch_size, self.num_workers
+            )
+        ]
         if self.linear_head_splits is not None:
-            loaders.append(self._linear_head_loader("val", self.linear_head_eval_stream, shuffle=False))
+            assert self.linear_head_eval_stream is not None
+            dataset = self.linear_head_eval_stream.loader_dataset(self.linear_head_splits.get("val"))
+            loaders.append(make_loader(dataset, self.linear_head_batch_size, self.num_workers))
         return loaders
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -153,18 +214,23 @@ class ClassifierDataModule(StreamDataModule):
     def streams(self) -> list[ImageStream]:
         return [self.train_stream, self.eval_stream]
 
-    def _loader(self, split: Split, stream: ImageStream, shuffle: bool) -> DataLoader:
-        dataset = stream.loader_dataset(self.splits.get(split))
-        return make_loader(dataset, self.batch_size, self.num_workers, shuffle, shuffle, self.seed)
+    def stream_previews(self) -> list[tuple[str, ImageStream, Dataset]]:
+        return [("classifier", self.train_stream, self.splits.train)]
+
+    def _eval_loader(self, split: Split) -> DataLoader:
+        return make_loader(self.eval_stream.loader_dataset(self.splits.get(split)), self.batch_size, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.train_stream, shuffle=True)
+        dataset = self.train_stream.loader_dataset(self.splits.train)
+        return make_loader(
+            dataset, self.batch_size, self.num_workers, self.train_sampler(dataset, self.batch_size, self.seed)
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_stream, shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_stream, shuffle=False)
+        return self._eval_loader("test")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return (self.train_stream if self.is_training() else self.eval_stream).apply(batch)

@@ -140,7 +140,8 @@ def test_dry_run_writes_yaml_that_the_sdk_loads_back(tmp_path, monkeypatch, caps
     _, job = build("NIH_RSNA_BYOL", [*MULTI_NODE, "--precision=16-mixed"])
     expected = spec(job)
     for key in ("command", "inputs", "outputs", "distribution", "environment", "compute", "experiment_name", "tags"):
-        assert loaded[key] == expected[key], key
+        # Each job gets its own run name (the submission time, to the second): compare the rest.
+        assert without_run_name(loaded[key]) == without_run_name(expected[key]), key
     assert loaded["resources"]["instance_count"] == 2
     assert "--precision=16-mixed" in loaded["command"]
     assert "--output_dir=${{outputs.outputs}}" in loaded["command"] and str(tmp_path) not in loaded["command"]
@@ -165,6 +166,31 @@ def test_config_module_inside_the_repository_is_passed_relative(tmp_path):
     outside = tmp_path / "mine.py"
     with pytest.raises(UserError, match="outside the repository"):
         azureml.job_command(container, "DemoBYOL", {"config_module": str(outside)}, REPO_ROOT)
+
+
+def without_run_name(value):
+    if not isinstance(value, str):
+        return value
+    return " ".join(part for part in value.split() if not part.startswith("--run_name="))
+
+
+def test_a_job_has_a_fixed_run_name_and_resumes_itself_after_a_preemption():
+    container = find_model("DemoBYOL")()
+    parts = azureml.job_command(container, "DemoBYOL", {"num_epochs": "3"}, REPO_ROOT).split()
+    (run_name,) = (part for part in parts if part.startswith("--run_name="))
+    assert len(run_name) > len("--run_name=") and "--auto_resume" in parts
+    # The user's run name is kept, and an explicit --resume is not doubled by --auto_resume.
+    parts = azureml.job_command(container, "DemoBYOL", {"run_name": "r7", "resume": None}, REPO_ROOT).split()
+    assert [p for p in parts if p.startswith("--run_name")] == ["--run_name=r7"] and "--auto_resume" not in parts
+
+
+def test_a_shared_output_path_is_mounted_read_write(tmp_path):
+    path = "azureml://datastores/workspaceblobstore/paths/innerssl"
+    _, job = build("CIFAR10BYOL", ["--azureml_dataset=cifar10:1", f"--azureml_output_path={path}"])
+    data = spec(job)
+    assert data["outputs"] == {"outputs": {"type": "uri_folder", "path": path, "mode": "rw_mount"}}
+    with pytest.raises(UserError, match="is not a datastore folder"):
+        build("CIFAR10BYOL", ["--azureml_dataset=cifar10:1", "--azureml_output_path=/tmp/here"])
 
 
 def test_values_with_spaces_are_quoted_for_the_shell():

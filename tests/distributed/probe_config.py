@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from configs.demo import DemoSimCLR
 from innerssl.data.datasets.base import DatasetSplits
@@ -43,6 +43,7 @@ def describe(loader: DataLoader) -> dict[str, Any]:
     sampler = loader.sampler
     return {
         "sampler": type(sampler).__name__,
+        "distributed": isinstance(sampler, DistributedSampler),
         "indices": [int(i) for i in sampler],
         "dataset_size": len(loader.dataset),  # type: ignore[arg-type]
         "batch_size": loader.batch_size,

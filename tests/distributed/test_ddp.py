@@ -227,17 +227,29 @@ def probe_records(tmp_path: Path, epoch: int) -> list[dict]:
 
 def test_each_sample_goes_to_one_process_per_epoch(resumed_on_two_processes: Path) -> None:
     records = probe_records(resumed_on_two_processes, epoch=1)
-    loaders = [("train", key) for key in ("ssl", "linear_head")] + [("val", 0), ("val", 1)]
-    for stage, key in loaders:
+    # The SSL training loader and the validation loaders: each process gets its share of the whole data.
+    samplers = {
+        ("train", "ssl"): "ResumableSampler",
+        ("val", 0): "DistributedSampler",
+        ("val", 1): "DistributedSampler",
+    }
+    for (stage, key), sampler in samplers.items():
         described = [record[stage][key] for record in records]
         size = described[0]["dataset_size"]
         per_process = [d["indices"] for d in described]
-        assert all(d["sampler"] == "DistributedSampler" for d in described), (stage, key)
+        assert all(d["sampler"] == sampler and d["distributed"] for d in described), (stage, key)
         # Complete and, but for the padding DistributedSampler adds to make the shares equal, disjoint.
         assert len(per_process[0]) == len(per_process[1]) == math.ceil(size / WORLD_SIZE), (stage, key)
         assert set(per_process[0]) | set(per_process[1]) == set(range(size)), (stage, key)
         padding = WORLD_SIZE * math.ceil(size / WORLD_SIZE) - size
         assert len(set(per_process[0]) & set(per_process[1])) == padding, (stage, key)
+    # The linear head's training loader gives one labeled batch per SSL batch, from disjoint shares.
+    labeled = [record["train"]["linear_head"] for record in records]
+    ssl = records[0]["train"]["ssl"]
+    ssl_batches = len(ssl["indices"]) // ssl["batch_size"]
+    assert all(d["sampler"] == "ResumableSampler" and d["distributed"] for d in labeled)
+    assert [len(d["indices"]) for d in labeled] == [ssl_batches * labeled[0]["batch_size"]] * WORLD_SIZE
+    assert not set(labeled[0]["indices"]) & set(labeled[1]["indices"])
     # What the training batches really held: each process read its own share, in its sampler's order, in
     # full batches (drop_last) -- and the shares did not overlap.
     for key in ("ssl", "linear_head"):

@@ -71,6 +71,13 @@ class DatasetOptions:
     """Text file that collects undecodable images (path and reason), one line each."""
     csv_file: str = "dataset.csv"
     """Generic CSV dataset: the label file, relative to the dataset folder."""
+    folder_patient_pattern: str = r"(person\d+)_|(.+\d)-\d+$"
+    """ImageFolder: regular expression matched (``re.match``) against each file name without its suffix; the
+    first group that matched (the whole match if it has no groups) is the file's patient id, so splits carved
+    from a folder keep a patient's images together. A file it does not match, or an empty pattern, is its own
+    patient. The default reads Kermany et al.'s chest X-ray names: ``person1234_bacteria_5678`` -> ``person1234``,
+    ``IM-0115-0001`` -> ``IM-0115``, ``NORMAL2-IM-0372-0001`` -> ``NORMAL2-IM-0372`` (the last ``-<number>`` is
+    the image number)."""
     download: bool = False
     """Allow datasets torchvision can fetch (CIFAR) to be downloaded when missing."""
     demo: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +98,16 @@ class DatasetSplits:
         if dataset is None:
             raise ValueError(f"This dataset has no {split} split")
         return dataset
+
+
+@dataclass(frozen=True)
+class UsedDataset:
+    """A dataset as a run uses it: its registered name, what for (``ssl``, ``linear_head``, ``classifier``), and
+    its splits as the dataset built them (before storage), for splits.csv and --check_data."""
+
+    name: str
+    role: str
+    splits: DatasetSplits
 
 
 DatasetBuilder = Callable[[Path | None, DatasetOptions], DatasetSplits]

@@ -155,13 +155,13 @@ def build(name: str, root: Path | None, options: DatasetOptions, names: tuple[st
     return make_splits(name, select(train_val, train), select(train_val, val), test, label_info, options, logger)
 
 
-@DATASETS.register("CheXpert")
+@DATASETS.register("CheXpert", folder_family="CheXpert")
 def build_chexpert(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """A float per observation (all 14, or ``label_names`` in that order); NaN marks ignored uncertainty."""
     return build("CheXpert", root, options, tuple(options.label_names) or OBSERVATIONS, binary=False)
 
 
-@DATASETS.register("CheXpertBinary")
+@DATASETS.register("CheXpertBinary", folder_family="CheXpert")
 def build_chexpert_binary(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """0/1 for the first of ``label_names`` (default Pneumonia); uncertain images dropped under "ignore"."""
     observation = options.label_names[0] if options.label_names else DEFAULT_BINARY_OBSERVATION

@@ -80,11 +80,11 @@ def _build(name: str, dataset_class: type[CIFAR10], root: Path | None, options: 
     return splits
 
 
-@DATASETS.register("CIFAR10")
+@DATASETS.register("CIFAR10", folder_family="CIFAR")
 def build_cifar10(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     return _build("CIFAR10", CIFAR10, root, options)
 
 
-@DATASETS.register("CIFAR100")
+@DATASETS.register("CIFAR100", folder_family="CIFAR")
 def build_cifar100(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     return _build("CIFAR100", CIFAR100, root, options)

@@ -163,13 +163,13 @@ def build(
     return make_splits(name, train, val, test, label_info, options, logger)
 
 
-@DATASETS.register("NIH")
+@DATASETS.register("NIH", folder_family="NIH")
 def build_nih(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """All images without labels, for self-supervised training."""
     return build("NIH", root, options, UNLABELED, lambda findings: -1)
 
 
-@DATASETS.register("NIHBinary")
+@DATASETS.register("NIHBinary", folder_family="NIH")
 def build_nih_binary(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """1 where the image's findings include the first of ``label_names`` (default Pneumonia), else 0."""
     finding = options.label_names[0] if options.label_names else DEFAULT_BINARY_FINDING
@@ -177,7 +177,7 @@ def build_nih_binary(root: Path | None, options: DatasetOptions) -> DatasetSplit
     return build("NIHBinary", root, options, binary_label_info(finding), lambda findings: int(finding in findings))
 
 
-@DATASETS.register("NIHMultiLabel")
+@DATASETS.register("NIHMultiLabel", folder_family="NIH")
 def build_nih_multilabel(root: Path | None, options: DatasetOptions) -> DatasetSplits:
     """A 0/1 float per finding (all 14, or ``label_names`` in that order); "No Finding" is all zeros."""
     names = tuple(options.label_names) or FINDINGS
