@@ -17,11 +17,14 @@ from innerssl.data.datasets.base import DatasetOptions, DatasetSplits, UsedDatas
 from innerssl.data.datasets.demo import default_cache_dir
 from innerssl.data.pipeline import ImageStorage, ImageStream
 from innerssl.distributed import effective_learning_rate
-from innerssl.encoders import ENCODER_NAMES
 from innerssl.errors import UserError
 from innerssl.eval.knn import knn_monitor_for
 from innerssl.eval.metrics import positive_class_weight
 from innerssl.eval.online_linear import METRIC_PREFIX, OnlineLinearHead
+from innerssl.networks import ENCODERS, EncoderSpec
+from innerssl.networks.options import parse_encoder_options
+from innerssl.networks.registry import family_of
+from innerssl.networks.weights import IMAGENET, NO_WEIGHTS
 from innerssl.optim import OPTIMIZER_NAMES
 from innerssl.registry import DATASETS
 from innerssl.ssl import SSL_METHODS, ssl_method
@@ -52,8 +55,8 @@ class SSLContainer(Container):
     extra_local_dataset_paths: list[str] = param.List(
         [],
         item_type=str,
-        doc="Folders of further datasets; the first is the linear-head dataset's folder when it differs from "
-        "the SSL dataset.",
+        doc="Folders of further datasets; the first is the linear-head dataset's folder. Without it, a linear-head "
+        "dataset that reads the same kind of folder as the SSL dataset (NIH and NIHBinary, say) uses --local_dataset.",
     )
     dataset_cache_dir: str | None = param.String(
         None,
@@ -91,9 +94,29 @@ class SSLContainer(Container):
     demo_image_size: int = param.Integer(64, bounds=(16, None), doc="Demo dataset: generated image size in pixels.")
 
     # --- encoder and method --------------------------------------------------------------------------
-    ssl_encoder: str = param.Selector(objects=list(ENCODER_NAMES), default="resnet50", doc="Encoder network.")
-    in_channels: int = param.Selector(
-        objects=[1, 3], default=1, doc="Input channels the encoder takes: 1 for radiographs, 3 for RGB."
+    ssl_encoder: str = param.String(
+        "resnet50",
+        doc="Encoder network: a registered name (resnet18, resnet50, resnet101, densenet121: torchvision), "
+        "timm:<model> (any timm model, e.g. timm:vit_tiny_patch16_224, timm:convnext_tiny) or monai:<network> "
+        "(resnet10 ... resnet50, vit; 2D or 3D); your own through --config_module (ENCODERS.register).",
+    )
+    encoder_options: list[str] = param.List(
+        [],
+        item_type=str,
+        doc="Construction options of the encoder as key=value, e.g. img_size=64,patch_size=8 for a timm ViT on "
+        "64 px images (tuples as 96x96x96). Recorded in checkpoints, so classifiers and export rebuild the encoder.",
+    )
+    encoder_weights: str = param.String(
+        "none",
+        doc="Starting weights of the encoder: none (random), imagenet (torchvision's or timm's own, downloaded on "
+        "first use), or a file (a state dict .pt/.pth or .safetensors, with the library's or the encoder's keys). "
+        "A 1-channel encoder sums RGB first-layer weights over the channels.",
+    )
+    in_channels: int = param.Integer(
+        1,
+        bounds=(1, None),
+        doc="Input channels the encoder takes: 1 for radiographs, 3 for RGB, any other count for multi-channel "
+        "microscopy (images with one channel are repeated to it).",
     )
     ssl_training_type: str = param.Selector(objects=list(SSL_METHODS), default="BYOL", doc="SSL method.")
     projection_dim: int = param.Integer(256, bounds=(1, None), doc="Output size of the projection head.")
@@ -235,6 +258,11 @@ class SSLContainer(Container):
                 raise UserError(f"--extra_local_dataset_paths entry {path} is not a folder: pass the dataset's folder")
         if self.ssl_training_type not in SSL_METHODS:
             ssl_method(self.ssl_training_type)
+        ENCODERS.get(family_of(self.ssl_encoder))
+        self.encoder_spec()
+        weights = self.encoder_weights
+        if check_this_machine and weights not in (NO_WEIGHTS, IMAGENET) and not Path(weights).is_file():
+            raise UserError(f"--encoder_weights={weights} is not a file: pass none, imagenet or a state dict file")
         for name in (self.ssl_training_dataset_name, self.linear_head_dataset_name):
             if name is not None:
                 DATASETS.get(name)
@@ -353,10 +381,15 @@ class SSLContainer(Container):
         datamodule.used_datasets = used
         return datamodule
 
+    def encoder_spec(self) -> EncoderSpec:
+        """The encoder this run trains: registry name, channels, options (2D images)."""
+        return EncoderSpec(self.ssl_encoder, self.in_channels, 2, parse_encoder_options(self.encoder_options))
+
     def method_arguments(self) -> dict:
         arguments = {
             "encoder_name": self.ssl_encoder,
             "in_channels": self.in_channels,
+            "encoder_options": self.encoder_spec().options,
             "learning_rate": effective_learning_rate(self, self.ssl_training_batch_size),
             "weight_decay": self.weight_decay,
             "warmup_epochs": self.warmup_epochs,
@@ -388,7 +421,10 @@ class SSLContainer(Container):
         return arguments
 
     def create_lightning_module(self, datamodule: pl.LightningDataModule) -> pl.LightningModule:
-        return ssl_method(self.ssl_training_type)(**self.method_arguments())
+        module = ssl_method(self.ssl_training_type)(**self.method_arguments())
+        if not self.resume:  # a resumed run's weights come from its checkpoint
+            module.load_encoder_weights(self.encoder_weights)
+        return module
 
     def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:
         splits = datamodule.linear_head_splits  # type: ignore[attr-defined]

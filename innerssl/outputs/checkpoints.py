@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from innerssl.errors import UserError
+
+if TYPE_CHECKING:
+    from innerssl.networks import EncoderSpec
 
 CHECKPOINT_KEY = "innerssl"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -21,9 +24,15 @@ CheckpointKind = Literal["ssl", "classifier"]
 
 
 def checkpoint_metadata(
-    kind: CheckpointKind, encoder_name: str, in_channels: int, method: str = "", encoder_prefix: str = ""
+    kind: CheckpointKind,
+    encoder_name: str,
+    in_channels: int,
+    method: str = "",
+    encoder_prefix: str = "",
+    encoder_spec: dict[str, Any] | None = None,
 ) -> dict:
-    """What made a checkpoint; ``encoder_prefix`` selects the downstream encoder's state_dict keys (SSL only)."""
+    """What made a checkpoint; ``encoder_prefix`` selects the downstream encoder's state_dict keys (SSL only);
+    ``encoder_spec`` (innerssl.networks.EncoderSpec as a dict) rebuilds the encoder with its options."""
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "kind": kind,
@@ -31,7 +40,16 @@ def checkpoint_metadata(
         "encoder_name": encoder_name,
         "in_channels": in_channels,
         "encoder_prefix": encoder_prefix,
+        "encoder_spec": encoder_spec or {"name": encoder_name, "in_channels": in_channels, "spatial_dims": 2},
     }
+
+
+def encoder_spec_of(info: dict[str, Any]) -> EncoderSpec:
+    """The encoder a checkpoint's metadata describes (older checkpoints: name and channels only)."""
+    from innerssl.networks import EncoderSpec
+
+    spec = info.get("encoder_spec") or {"name": info["encoder_name"], "in_channels": info["in_channels"]}
+    return EncoderSpec.from_dict(spec)
 
 
 def load_checkpoint(path: Path | str, parameter: str = "--local_weights_path") -> dict[str, Any]:

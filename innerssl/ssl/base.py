@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from innerssl.data.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
-from innerssl.encoders import create_encoder
+from innerssl.networks import create_encoder
+from innerssl.networks.encoder import describe
+from innerssl.networks.weights import NO_WEIGHTS, load_starting_weights
 from innerssl.optim import WarmupCosineModule
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
 
@@ -50,12 +52,24 @@ class SSLModule(WarmupCosineModule):
         optimizer_name: str = "adamw",
         lars_momentum: float = 0.9,
         lars_trust_coefficient: float = 1e-3,
+        encoder_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Records the arguments of this and every subclass __init__ in the checkpoint.
         self.save_hyperparameters()
-        self.encoder = create_encoder(encoder_name, in_channels)
+        self.encoder = create_encoder(encoder_name, in_channels, **(encoder_options or {}))
         self.feature_dim: int = self.encoder.feature_dim
+
+    def load_encoder_weights(self, weights: str) -> None:
+        """Start the encoder from ``weights`` (none, imagenet or a file; innerssl.networks.weights), and every
+        copy of it the method keeps (a momentum target) from the same weights."""
+        if weights in ("", NO_WEIGHTS):
+            return
+        load_starting_weights(self.encoder, weights)
+        self.on_encoder_weights_loaded()
+
+    def on_encoder_weights_loaded(self) -> None:
+        """Methods whose other networks copy the encoder refresh them here."""
 
     def embedding_encoder(self) -> nn.Module:
         """The encoder whose embeddings are monitored and handed to the classifier."""
@@ -102,6 +116,7 @@ class SSLModule(WarmupCosineModule):
             self.hparams.in_channels,
             self.method_name,
             encoder_prefix=self.embedding_encoder_prefix(),
+            encoder_spec=describe(self.encoder).as_dict(),
         )
 
     def configure_optimizers(self) -> dict:

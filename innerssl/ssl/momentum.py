@@ -54,6 +54,11 @@ class MomentumSSLModule(SSLModule):
         """(online, target) module pairs that the EMA update keeps in step."""
         raise NotImplementedError
 
+    def on_encoder_weights_loaded(self) -> None:
+        # The targets start as copies of the online networks, so they start from the loaded weights too.
+        for online, target in self.momentum_pairs():
+            target.load_state_dict(online.state_dict())
+
     def current_momentum(self) -> float:
         """Cosine from ``base_momentum`` to 1 over the fraction of training done (robust to resuming elsewhere)."""
         return cosine_momentum(self.hparams.base_momentum, self.training_fraction())
