@@ -13,6 +13,8 @@ another folder, or generated images when there is none), in image PAIRS per seco
 first as loaders alone, then as full BYOL training steps (resnet18 on the CPU, resnet50 on a GPU) next to a
 compute-only step on device-resident random input. Every phase runs in its own process, so its peak RSS
 (main process, and largest loader worker) is its own. Prints the ratios b/a and, for training, b/compute.
+Folders with fewer images than a few batches are repeated (``--repeat_items``), so that batches of 256 fill
+an epoch. ``benchmarks/gpu_check.py`` reuses these loaders and steps (``parse_args`` takes a flag list).
 
     python benchmarks/data_throughput.py                       # defaults for this machine
     python benchmarks/data_throughput.py --images=/data/nih/images_001/images --batch_size=256 --precision=bf16
@@ -30,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,29 +70,45 @@ BLUR_PROBABILITY = 0.5
 SOLARIZE_THRESHOLD = 0.5
 SOLARIZE_PROBABILITY = 0.2
 
-PROJECT_CONFIG = {
-    "preprocess": {"resize": CACHE_SIZE, "center_crop_size": VIEW_SIZE},
-    "augmentation": {
-        "use_random_crop": True,
-        "use_random_horizontal_flip": True,
-        "use_random_color": True,
-        "use_gaussian_blur": True,
-        "use_solarize": True,
-        "random_crop": {"scale": list(CROP_SCALE)},
-        "random_horizontal_flip": {"prob": FLIP_PROBABILITY},
-        "random_color": {"brightness": JITTER, "contrast": JITTER},
-        "gaussian_blur": {
-            "kernel_fraction": BLUR_KERNEL / VIEW_SIZE,
-            "sigma": list(BLUR_SIGMA),
-            "p_apply": BLUR_PROBABILITY,
+MIN_BATCHES_PER_EPOCH = 8
+"""Default --repeat_items: an epoch of at least this many batches (the 216-image NIH sample has fewer than one
+batch of 256, and a loader that drops its last partial batch would yield nothing)."""
+
+
+def project_config_dict(cache_size: int = CACHE_SIZE, view_size: int = VIEW_SIZE) -> dict[str, Any]:
+    """The views in innerssl's YAML schema, from ``cache_size`` px stored images to ``view_size`` px views."""
+    return {
+        "preprocess": {"resize": cache_size, "center_crop_size": view_size},
+        "augmentation": {
+            "use_random_crop": True,
+            "use_random_horizontal_flip": True,
+            "use_random_color": True,
+            "use_gaussian_blur": True,
+            "use_solarize": True,
+            "random_crop": {"scale": list(CROP_SCALE)},
+            "random_horizontal_flip": {"prob": FLIP_PROBABILITY},
+            "random_color": {"brightness": JITTER, "contrast": JITTER},
+            "gaussian_blur": {
+                "kernel_fraction": BLUR_KERNEL / VIEW_SIZE,
+                "sigma": list(BLUR_SIGMA),
+                "p_apply": BLUR_PROBABILITY,
+            },
+            "solarize": {"threshold": SOLARIZE_THRESHOLD, "p_apply": SOLARIZE_PROBABILITY},
         },
-        "solarize": {"threshold": SOLARIZE_THRESHOLD, "p_apply": SOLARIZE_PROBABILITY},
-    },
-}
+    }
 
 
-def project_config() -> AugmentationConfig:
-    return parse_augmentation_config(PROJECT_CONFIG, "benchmark config")
+PROJECT_CONFIG = project_config_dict()
+
+
+def project_config(cache_size: int = CACHE_SIZE, view_size: int = VIEW_SIZE) -> AugmentationConfig:
+    return parse_augmentation_config(project_config_dict(cache_size, view_size), "benchmark config")
+
+
+def blur_kernel(view_size: int) -> int:
+    """The baseline's blur kernel for ``view_size`` px views: the same fraction of the view as BLUR_KERNEL of 224
+    px (odd, as torchvision needs)."""
+    return max(3, round(BLUR_KERNEL * view_size / VIEW_SIZE) // 2 * 2 + 1)
 
 
 # --- (a) the baseline ------------------------------------------------------------------------------------
@@ -99,15 +117,15 @@ def project_config() -> AugmentationConfig:
 class BaselineDataset(Dataset):
     """PIL decode + per-sample torchvision views, as the usual SSL loaders do."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], view_size: int = VIEW_SIZE) -> None:
         self.paths = paths
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
-                v2.RandomResizedCrop(VIEW_SIZE, scale=CROP_SCALE, antialias=True),
+                v2.RandomResizedCrop(view_size, scale=CROP_SCALE, antialias=True),
                 v2.RandomHorizontalFlip(FLIP_PROBABILITY),
                 v2.ColorJitter(brightness=JITTER, contrast=JITTER),
-                v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
+                v2.RandomApply([v2.GaussianBlur(blur_kernel(view_size), sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.RandomSolarize(SOLARIZE_THRESHOLD, p=SOLARIZE_PROBABILITY),
             ]
@@ -129,9 +147,48 @@ def file_dataset(paths: list[Path]) -> ImageFileDataset:
     return ImageFileDataset([ImageRecord(path) for path in paths], UNLABELED, read_image)
 
 
-def build_cache(paths: list[Path], cache_root: Path, workers: int) -> Dataset:
-    settings = CacheSettings(root=cache_root, image_size=CACHE_SIZE, num_workers=workers)
+def build_cache(paths: list[Path], cache_root: Path, workers: int, image_size: int = CACHE_SIZE) -> Dataset:
+    settings = CacheSettings(root=cache_root, image_size=image_size, num_workers=workers)
     return cached_dataset(file_dataset(paths), settings)
+
+
+class RepeatedDataset(Dataset):
+    """``dataset`` repeated to ``length`` items (index i reads item i mod len), keeping batched reads.
+
+    The decode cache serves whole batches through ``__getitems__``; this passes them on (indices wrapped), so a
+    small folder repeated to a few thousand items reads as fast as a large dataset would.
+    """
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset = dataset
+        self.length = length
+        self.size = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % self.size]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        wrapped = [index % self.size for index in indices]
+        batched_read = getattr(self.dataset, "__getitems__", None)
+        if callable(batched_read):
+            return batched_read(wrapped)
+        return [self.dataset[index] for index in wrapped]
+
+
+def repeated(dataset: Dataset, min_items: int) -> Dataset:
+    """``dataset`` itself when it has ``min_items`` items, else repeated to whole copies of at least that many."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if size >= min_items:
+        return dataset
+    return RepeatedDataset(dataset, math.ceil(min_items / size) * size)
+
+
+def repeat_items(args: argparse.Namespace, batch_size: int) -> int:
+    """Items an epoch holds at least: ``--repeat_items``, or MIN_BATCHES_PER_EPOCH batches when it is 0."""
+    return args.repeat_items or MIN_BATCHES_PER_EPOCH * batch_size
 
 
 # --- measuring -------------------------------------------------------------------------------------------
@@ -139,7 +196,12 @@ def build_cache(paths: list[Path], cache_root: Path, workers: int) -> Dataset:
 
 def endless(loader: DataLoader) -> Iterator[Any]:
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise RuntimeError(f"the loader yields no batch (fewer items than a batch of {loader.batch_size})")
 
 
 def synchronize(device: torch.device) -> None:
@@ -148,10 +210,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed_pairs_per_second(
-    batches: Iterator[Any], step: Callable[[Any], None], num_batches: int, batch_size: int, device: torch.device
+    batches: Iterator[Any],
+    step: Callable[[Any], None],
+    num_batches: int,
+    batch_size: int,
+    device: torch.device,
+    warmup_batches: int = 1,
 ) -> float:
-    """Pairs per second over ``num_batches`` batches, after one warm-up batch (worker start, compilation)."""
-    step(next(batches))
+    """Pairs per second over ``num_batches`` batches, after ``warmup_batches`` untimed ones (worker start,
+    compilation)."""
+    for _ in range(warmup_batches):
+        step(next(batches))
     synchronize(device)
     start = time.perf_counter()
     for _ in range(num_batches):
@@ -183,16 +252,19 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
 def loader_batches(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[Iterator[Any], Callable]:
     """The batches of pipeline ``kind`` and the function that turns one into two views on the device."""
     paths = image_paths(args)
+    min_items = repeat_items(args, args.batch_size)
     if kind == "baseline":
-        loader = make_loader(BaselineDataset(paths), args.batch_size, args.workers, device)
+        dataset = repeated(BaselineDataset(paths, args.view_size), min_items)
+        loader = make_loader(dataset, args.batch_size, args.workers, device)
 
         def to_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
             (view0, view1), _ = batch
             return view0.to(device, non_blocking=True), view1.to(device, non_blocking=True)
 
         return endless(loader), to_views
-    cache = build_cache(paths, Path(args.cache_root), args.workers)
-    stream = ImageStream(project_config(), in_channels=1, augment_on_device=kind == "innerssl", views=2)
+    cache = repeated(build_cache(paths, Path(args.cache_root), args.workers, args.cache_size), min_items)
+    config = project_config(args.cache_size, args.view_size)
+    stream = ImageStream(config, in_channels=1, augment_on_device=kind == "innerssl", views=2)
     stream.reseed(args.seed)
     loader = make_loader(stream.loader_dataset(cache), args.batch_size, args.workers, device)
 
@@ -206,16 +278,21 @@ def loader_batches(kind: str, args: argparse.Namespace, device: torch.device) ->
     return endless(loader), to_views_project
 
 
-def byol_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One BYOL optimisation step (loss, backward, AdamW step, target EMA update) with the run's precision."""
+def ssl_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimisation step of SSL method ``args.method`` (loss, backward, AdamW step and, for methods with an EMA
+    target such as BYOL, the target update) with the run's precision, memory format and compilation."""
     from innerssl.compile import compile_networks
-    from innerssl.ssl.byol import BYOL
+    from innerssl.ssl import ssl_method
+    from innerssl.ssl.momentum import MomentumSSLModule
 
-    module = BYOL(encoder_name=args.encoder, in_channels=1).to(device)
+    # Construction options (a ViT's img_size and patch_size) only when given: methods without them keep working.
+    options = {"encoder_options": parse_options(args.encoder_options)} if args.encoder_options else {}
+    module = ssl_method(args.method)(encoder_name=args.encoder, in_channels=1, **options).to(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     module = module.to(memory_format=memory_format)
     if args.compile:
-        compile_networks(module)
+        compile_networks(module, backend=args.compile_backend)
+    has_target = isinstance(module, MomentumSSLModule)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
@@ -227,9 +304,23 @@ def byol_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        module.update_target(module.hparams.base_momentum)
+        if has_target:
+            module.update_target(module.hparams.base_momentum)
 
     return step
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``img_size=32,patch_size=8`` -> ``{"img_size": 32, "patch_size": 8}`` (integers where the value is one)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return options
+
+
+byol_step = ssl_step
+"""The step of ``--method`` (default BYOL), under its earlier name."""
 
 
 def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
@@ -239,14 +330,14 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
     kind, _, mode = phase.partition(":")
     if kind == "cache_build":
         start = time.perf_counter()
-        cache = build_cache(image_paths(args), Path(args.cache_root), args.workers)
+        cache = build_cache(image_paths(args), Path(args.cache_root), args.workers, args.cache_size)
         seconds = time.perf_counter() - start
         size = sum(f.stat().st_size for f in Path(args.cache_root).rglob("*") if f.is_file())
         results.put((phase, {"seconds": seconds, "images": len(cache), "size_mb": size / MB}, *peak_rss_mb()))
         return
     if kind == "compute":
-        step = byol_step(args, device)
-        fixed = torch.rand(2, args.train_batch_size, 1, VIEW_SIZE, VIEW_SIZE, device=device)
+        step = ssl_step(args, device)
+        fixed = torch.rand(2, args.train_batch_size, 1, args.view_size, args.view_size, device=device)
         rate = timed_pairs_per_second(
             iter(lambda: fixed, None), lambda views: step(*views), args.train_steps, args.train_batch_size, device
         )
@@ -260,7 +351,7 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
     if mode == "loader":
         rate = timed_pairs_per_second(batches, to_views, args.loader_batches, batch_size, device)
     else:
-        step = byol_step(args, device)
+        step = ssl_step(args, device)
         rate = timed_pairs_per_second(
             batches, lambda batch: step(*to_views(batch)), args.train_steps, batch_size, device
         )
@@ -268,8 +359,10 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
 
 
 def image_paths(args: argparse.Namespace) -> list[Path]:
+    """The folder's PNG/JPEG files in name order, the first ``--max_images`` of them when that is set."""
     folder = Path(args.images)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    return paths[: args.max_images] if args.max_images else paths
 
 
 def generate_images(folder: Path, count: int, seed: int) -> None:
@@ -300,12 +393,14 @@ def measure(phase: str, args: argparse.Namespace) -> tuple[Any, float, float]:
     return value, own, workers
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The settings; ``argv`` (default: the command line) as flags, so other scripts get the same defaults."""
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=str(DEFAULT_IMAGES) if DEFAULT_IMAGES.is_dir() else None,
                         help="folder of PNG/JPEG radiographs (default: the shared NIH sample; generated if absent)")
     parser.add_argument("--num_generated", type=int, default=256, help="images to generate when there is no folder")
+    parser.add_argument("--max_images", type=int, default=0, help="use only the first N images (0: all)")
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (and cache build)")
     parser.add_argument("--batch_size", type=int, default=256 if cuda else 64, help="pairs per loader batch")
@@ -313,13 +408,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train_batch_size", type=int, default=256 if cuda else 16, help="pairs per training step")
     parser.add_argument("--train_steps", type=int, default=30 if cuda else 3, help="timed training steps")
     parser.add_argument("--encoder", default="resnet50" if cuda else "resnet18")
+    parser.add_argument("--method", default="BYOL", help="SSL method of the training steps (BYOL, SimCLR, ...)")
+    parser.add_argument("--encoder_options", default="", help="encoder construction options, e.g. img_size=32")
+    parser.add_argument("--view_size", type=int, default=VIEW_SIZE, help="side of the views in pixels")
+    parser.add_argument("--cache_size", type=int, default=CACHE_SIZE, help="side of the cached images in pixels")
+    parser.add_argument(
+        "--repeat_items",
+        type=int,
+        default=0,
+        help=f"repeat the images to at least this many items (0: {MIN_BATCHES_PER_EPOCH} batches per epoch)",
+    )
     parser.add_argument("--precision", choices=["32", "bf16"], default="bf16" if cuda else "32")
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=cuda)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--compile_backend", default=None, help="torch.compile backend (default: inductor)")
     parser.add_argument("--skip_training", action="store_true", help="loaders only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase_timeout", type=float, default=1800)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
@@ -334,7 +440,8 @@ def main() -> None:
         count = len(image_paths(args))
         print(
             f"{count} images from {args.images}; device {args.device}, {args.workers} workers, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads; views {VIEW_SIZE} px, cache {CACHE_SIZE} px",
+            f"{torch.__version__}, {torch.get_num_threads()} threads; views {args.view_size} px, cache "
+            f"{args.cache_size} px",
             flush=True,
         )
         build, own, workers = measure("cache_build", args)
@@ -347,7 +454,8 @@ def main() -> None:
         modes = ["loader"] if args.skip_training else ["loader", "train"]
         rates: dict[str, float] = {}
         for mode in modes:
-            label = f"{mode} ({'loader only' if mode == 'loader' else f'BYOL {args.encoder}, {args.precision}'})"
+            trained = f"{args.method} {args.encoder}, {args.precision}"
+            label = f"{mode} ({'loader only' if mode == 'loader' else trained})"
             print(f"\n{label}, batch {args.batch_size if mode == 'loader' else args.train_batch_size} pairs:")
             kinds = ["baseline", "innerssl", MAIN_PROCESS_KIND, "cached_per_sample"]
             kinds += ["compute"] if mode == "train" else []

@@ -60,13 +60,13 @@ class RunResult:
 def hardware(container: Container) -> dict:
     """Trainer arguments for accelerator, devices, nodes and strategy.
 
-    More than one process in all (GPUs per node x nodes, or ``num_cpu_processes`` x nodes on the CPU) trains
-    with Lightning's DDP (NCCL on GPUs, gloo on the CPU); SSL (and finetuning) then synchronises BatchNorm
-    statistics across processes, which PyTorch supports on GPUs only.
+    More than one process in all (GPUs per node x nodes, or ``num_cpu_processes`` x nodes on the CPU), or
+    ``force_ddp``, trains with Lightning's DDP (NCCL on GPUs, gloo on the CPU); SSL (and finetuning) then
+    synchronises BatchNorm statistics across processes, which PyTorch supports on GPUs only.
     """
     gpus = gpus_per_node(container)
     devices = gpus or container.num_cpu_processes
-    distributed = devices * container.num_nodes > 1
+    distributed = devices * container.num_nodes > 1 or container.force_ddp
     arguments = {
         "accelerator": "gpu" if gpus else "cpu",
         "devices": devices,

@@ -186,7 +186,7 @@ def test_the_timed_checkpoint_resumes_mid_epoch(tmp_path):
 
 
 def test_a_killed_classifier_run_resumes(tmp_path):
-    flags = tiny_demo_flags(tmp_path, num_epochs=3, demo_num_images=400)
+    flags = tiny_demo_flags(tmp_path, num_epochs=3, demo_num_images=400, freeze_encoder="false")
     command = [sys.executable, RUNNER, "--model=DemoClassifier", *flags]
     run = tmp_path / "outputs" / "DemoClassifier" / "test"
     last = run / "checkpoints" / "last.ckpt"

@@ -151,6 +151,12 @@ class Container(AzureMLParameters):
         doc="With --max_num_gpus=0: CPU training processes per node; more than one runs DDP with the gloo "
         "backend (mainly for testing the distributed code paths without GPUs).",
     )
+    force_ddp: bool = param.Boolean(
+        False,
+        doc="Train with Lightning's DDP (strategy=ddp: NCCL on GPUs, gloo on the CPU, SyncBatchNorm where the run "
+        "uses it) also when only one process trains, so that one GPU runs the multi-GPU code path "
+        "(benchmarks/gpu_check.py does). The learning rate still follows the number of processes.",
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Let thin configs set values as plain class attributes (``num_epochs = 8``).

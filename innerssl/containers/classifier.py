@@ -1,26 +1,77 @@
-"""SSLClassifierContainer: a classifier from an SSL checkpoint's encoder (linear probe or finetuning)."""
+"""SSLClassifierContainer: a classifier from an SSL checkpoint's encoder (linear probe or finetuning).
+
+Training budget: a classifier trained by AdamW (finetuning, or ``--linear_probe_solver=adamw``) takes the same
+number of optimizer steps whatever ``--label_fraction`` is. Each of its ``num_epochs`` epochs (a validation, a
+checkpoint and an early-stopping check each) is ``steps_per_epoch`` batches: ``--classifier_max_steps`` /
+``num_epochs``, or by default the batches of one pass over the *whole* labeled training split, so a subset is
+cycled through (reshuffled at every pass) instead of giving an epoch of one or two steps. The learning-rate
+schedule follows the fraction of epochs done, which with equal epochs is the fraction of steps done.
+
+A frozen encoder with ``--linear_probe_solver=lbfgs`` (the default) is a linear probe instead
+(:mod:`innerssl.eval.linear_probe`): the images are embedded once and a logistic regression is fitted to
+convergence in one step, with the L2 strength chosen on the validation split.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import param
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torch import nn
 
 from innerssl.containers.ssl import SSLContainer
 from innerssl.data.datamodule import ClassifierDataModule
-from innerssl.data.datasets.base import DatasetSplits, LabeledSubset, count_labels
+from innerssl.data.datasets.base import DatasetSplits, LabeledSubset, UsedDataset, count_labels
 from innerssl.data.splits import label_fraction_subset
-from innerssl.distributed import effective_learning_rate
+from innerssl.distributed import effective_learning_rate, world_size
+from innerssl.encoders import create_encoder
 from innerssl.errors import UserError
 from innerssl.eval.classifier import METRIC_PREFIX, SSLClassifier
+from innerssl.eval.linear_probe import (
+    DEFAULT_L2_GRID,
+    DEFAULT_MAX_ITERATIONS,
+    LinearProbeClassifier,
+    LinearProbeSettings,
+)
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
 
-FREEZE_MODES = ("frozen", "finetuned")
+COMPARE_MODES = ("frozen", "finetuned", "knn")
+"""How the label-fraction comparison evaluates an encoder: linear probe, finetuning, kNN votes (nothing trained)."""
+FREEZE_MODES = COMPARE_MODES  # the parameter keeps its name, compare_freeze_modes
+LINEAR_PROBE_SOLVERS = ("lbfgs", "adamw")
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """Optimizer steps of a classifier trained by AdamW: ``epochs`` epochs of ``steps_per_epoch`` batches each."""
+
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@contextlib.contextmanager
+def seeded_initialisation(seed: int) -> Iterator[None]:
+    """Networks created inside start from ``seed`` alone, whatever drew from the global random stream before
+    (dataset generation, caches): a random-init baseline is the same encoder in every mode of a comparison.
+    The global stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class SSLClassifierContainer(SSLContainer):
@@ -38,7 +89,52 @@ class SSLClassifierContainer(SSLContainer):
         "None: a randomly initialised encoder.",
     )
     freeze_encoder: bool = param.Boolean(
-        True, doc="Train only a linear head on frozen encoder features (false: finetune the whole network)."
+        True,
+        doc="Train only a linear head on frozen encoder features, a linear probe (see --linear_probe_solver); "
+        "false: finetune the whole network.",
+    )
+    linear_probe_solver: str = param.Selector(
+        objects=list(LINEAR_PROBE_SOLVERS),
+        default="lbfgs",
+        doc="How the head on a frozen encoder is trained. lbfgs: embed the labeled training and validation images "
+        "once (eval preprocess, no augmentation), fit a logistic regression on the standardised embeddings to "
+        "convergence (full-batch L-BFGS) for every --linear_probe_l2_grid strength and keep the best on validation "
+        "AUROC; one training step, seconds on a CPU. adamw: train the head by AdamW on augmented batches for the "
+        "step budget, as finetuning does (--classifier_max_steps, --num_epochs).",
+    )
+    linear_probe_l2_grid: list[float] = param.List(
+        list(DEFAULT_L2_GRID),
+        item_type=float,
+        doc="Linear probe (lbfgs): the L2 strengths tried, each the weight of 0.5 x |weights|^2 beside the mean loss "
+        "on standardised embeddings; the one with the best validation AUROC is kept (ties: lower validation loss).",
+    )
+    linear_probe_max_iterations: int = param.Integer(
+        DEFAULT_MAX_ITERATIONS,
+        bounds=(1, None),
+        doc="Linear probe (lbfgs): L-BFGS iterations at most per L2 strength (it stops earlier once the largest "
+        "gradient entry of the mean loss + penalty is below 1e-6; a chosen fit that does not get there is logged as "
+        "not converged).",
+    )
+    linear_probe_augmented_passes: int = param.Integer(
+        0,
+        bounds=(0, None),
+        doc="Linear probe (lbfgs): besides the one pass without augmentation, embed the training images this many "
+        "more times with the training augmentation (--linear_head_augmentation_config) and fit on all of them.",
+    )
+    classifier_max_steps: int | None = param.Integer(
+        None,
+        allow_None=True,
+        bounds=(1, None),
+        doc="Optimizer steps of a classifier trained by AdamW (finetuning, --linear_probe_solver=adamw), the same "
+        "at every --label_fraction: num_epochs epochs of ceil(classifier_max_steps / num_epochs) steps each "
+        "(each epoch ends with a validation, a checkpoint and an early-stopping check). None: num_epochs epochs "
+        "of one pass over the whole labeled training split each, also when training on a fraction of it.",
+    )
+    classifier_early_stopping_patience: int = param.Integer(
+        5,
+        bounds=(0, None),
+        doc="Classifiers trained by AdamW stop after this many epochs without a better validation AUROC (the test "
+        "stage uses the best epoch's checkpoint either way); 0: never stop early.",
     )
     classifier_dropout: float = param.Number(0.0, bounds=(0, 1), doc="Dropout before the classifier's linear layer.")
     use_balanced_binary_loss_for_classifier: bool = param.Boolean(
@@ -74,8 +170,10 @@ class SSLClassifierContainer(SSLContainer):
     compare_freeze_modes: list[str] = param.List(
         [],
         item_type=str,
-        doc="Comparison: frozen (linear probe) and/or finetuned; empty: the mode --freeze_encoder sets. Both ways: "
-        "--compare_freeze_modes=frozen,finetuned.",
+        doc="Comparison: how each encoder is evaluated, any of frozen (linear probe, see --linear_probe_solver), "
+        "finetuned, knn (each test image classified by the votes of its --knn_k nearest training embeddings, "
+        "cosine similarity weighted by exp(similarity / --knn_temperature), as the kNN monitor: nothing is "
+        "trained); empty: the mode --freeze_encoder sets. E.g. --compare_freeze_modes=frozen,knn.",
     )
 
     def validate(self, check_this_machine: bool = True) -> None:
@@ -101,9 +199,19 @@ class SSLClassifierContainer(SSLContainer):
             if not 0 < fraction <= 1:
                 raise UserError(f"--label_fractions entry {fraction} is not in (0, 1]")
         for mode in self.compare_freeze_modes:
-            if mode not in FREEZE_MODES:
-                allowed = ", ".join(FREEZE_MODES)
+            if mode not in COMPARE_MODES:
+                allowed = ", ".join(COMPARE_MODES)
                 raise UserError(f"--compare_freeze_modes entry '{mode}' is not allowed. Allowed values: {allowed}")
+        if not self.linear_probe_l2_grid or any(not 0 < l2 < math.inf for l2 in self.linear_probe_l2_grid):
+            raise UserError(
+                f"--linear_probe_l2_grid={','.join(f'{l2:g}' for l2 in self.linear_probe_l2_grid)} needs one or more "
+                "L2 strengths > 0, e.g. 0.01,0.1,1"
+            )
+        if self.classifier_max_steps is not None and self.classifier_max_steps < self.num_epochs:
+            raise UserError(
+                f"--classifier_max_steps={self.classifier_max_steps} is fewer than --num_epochs={self.num_epochs}: "
+                "every epoch (a validation and a checkpoint) takes at least one step; lower --num_epochs"
+            )
         if self.compare_with_random_init and self.local_weights_path is None:
             raise UserError(
                 "--compare_with_random_init needs --local_weights_path=<SSL run>/checkpoints/last.ckpt (the "
@@ -117,21 +225,55 @@ class SSLClassifierContainer(SSLContainer):
             return Path(self.extra_local_dataset_paths[0]), "--extra_local_dataset_paths"
         return (Path(self.local_dataset) if self.local_dataset else None), "--local_dataset"
 
+    def fits_linear_probe(self) -> bool:
+        """Whether the head is fitted in closed form on cached embeddings (frozen encoder, lbfgs)."""
+        return self.freeze_encoder and self.linear_probe_solver == "lbfgs"
+
+    def training_budget(self, full_train_size: int) -> TrainingBudget:
+        """AdamW's steps: from --classifier_max_steps, else one pass over the whole (not subset) training split per
+        epoch, as many full batches as fit (at least one), per process."""
+        if self.classifier_max_steps is not None:
+            return TrainingBudget(self.num_epochs, math.ceil(self.classifier_max_steps / self.num_epochs))
+        steps = full_train_size // (self.linear_head_batch_size * world_size(self))
+        return TrainingBudget(self.num_epochs, max(1, steps))
+
     def create_datamodule(self, run_folder: Path | None = None) -> ClassifierDataModule:
         splits = self.linear_head_splits(run_folder)
         assert splits is not None
+        full_train_size = len(splits.train)  # type: ignore[arg-type]
         if self.label_fraction < 1:
             splits = dataclasses.replace(splits, train=self.label_fraction_train(splits))
+        used = [UsedDataset(str(self.linear_head_dataset_name), "classifier", splits)]
         config = self.augmentation("linear_head_augmentation_config")
         splits = self.image_storage([config]).store_splits(splits, str(self.linear_head_dataset_name))
-        return ClassifierDataModule(
+        if self.fits_linear_probe():
+            steps_per_epoch = 1  # the probe's one step fits the head; the batch only paces Lightning's loop
+        else:
+            budget = self.training_budget(full_train_size)
+            steps_per_epoch = budget.steps_per_epoch
+            logger.info(
+                "Training budget: %d epochs x %d steps = %d optimizer steps of batch %d on %d training images, at "
+                "most; early stopping after %s",
+                budget.epochs,
+                budget.steps_per_epoch,
+                budget.total_steps,
+                min(self.linear_head_batch_size, len(splits.train)),  # type: ignore[arg-type]
+                len(splits.train),  # type: ignore[arg-type]
+                f"{self.classifier_early_stopping_patience} epochs without improvement"
+                if self.classifier_early_stopping_patience
+                else "never",
+            )
+        datamodule = ClassifierDataModule(
             splits,
             train_stream=self.image_stream(config),
             eval_stream=self.image_stream(config.preprocess_only()),
             batch_size=self.linear_head_batch_size,
             num_workers=self.num_workers,
             seed=self.random_seed,
+            steps_per_epoch=steps_per_epoch,
         )
+        datamodule.used_datasets = used
+        return datamodule
 
     def label_fraction_train(self, splits: DatasetSplits) -> LabeledSubset:
         """The seeded, stratified, patient-level ``label_fraction`` subset of the training split."""
@@ -140,6 +282,11 @@ class SSLClassifierContainer(SSLContainer):
         records = getattr(train, "records", None)
         groups = [record.patient_id or str(record.path) for record in records] if records is not None else None
         indices = label_fraction_subset(labels, groups, self.label_fraction, self.random_seed)
+        if len(indices) == 0:
+            raise UserError(
+                f"--label_fraction={self.label_fraction} of {len(labels)} training images selects none: use a "
+                f"fraction of at least {1 / max(1, len(labels)):.3g}"
+            )
         subset = LabeledSubset(train, indices.tolist())
         counts = ", ".join(f"{k}={v}" for k, v in count_labels(subset.labels, splits.label_info).items())
         logger.info(
@@ -151,9 +298,16 @@ class SSLClassifierContainer(SSLContainer):
         )
         return subset
 
+    def linear_probe_settings(self) -> LinearProbeSettings:
+        return LinearProbeSettings(
+            l2_grid=tuple(self.linear_probe_l2_grid),
+            max_iterations=self.linear_probe_max_iterations,
+            augmented_passes=self.linear_probe_augmented_passes,
+        )
+
     def create_lightning_module(self, datamodule: pl.LightningDataModule) -> SSLClassifier:
         splits = datamodule.splits  # type: ignore[attr-defined]
-        module = SSLClassifier(
+        arguments = dict(
             encoder_name=self.ssl_encoder,
             in_channels=self.in_channels,
             task=splits.label_info.task,
@@ -166,18 +320,46 @@ class SSLClassifierContainer(SSLContainer):
             positive_weight=self.positive_weight(splits, self.use_balanced_binary_loss_for_classifier),
             channels_last=self.channels_last,
         )
+        with seeded_initialisation(self.random_seed):
+            if self.fits_linear_probe():
+                module: SSLClassifier = LinearProbeClassifier(**arguments)
+                module.settings = self.linear_probe_settings()  # type: ignore[attr-defined]
+            else:
+                module = SSLClassifier(**arguments)
         if self.test_only_checkpoint is not None:
             pass  # the test stage loads every weight from the checkpoint
         elif self.local_weights_path is not None and not self.resume:
-            state = encoder_state_from_ssl_checkpoint(self.local_weights_path, self.ssl_encoder, self.in_channels)
-            module.encoder.load_state_dict(state)
+            module.encoder.load_state_dict(self.pretrained_encoder_state())
             logger.info("Encoder weights loaded from %s", self.local_weights_path)
         elif self.local_weights_path is None:
             logger.warning("No --local_weights_path: the classifier starts from a randomly initialised encoder")
         return module
 
+    def pretrained_encoder_state(self) -> dict[str, torch.Tensor]:
+        assert self.local_weights_path is not None
+        return encoder_state_from_ssl_checkpoint(self.local_weights_path, self.ssl_encoder, self.in_channels)
+
+    def create_encoder(self) -> nn.Module:
+        """The encoder a classifier of this container starts from: the SSL checkpoint's, or the seeded random one
+        (the same weights as the random encoder of :meth:`create_lightning_module`)."""
+        with seeded_initialisation(self.random_seed):
+            encoder = create_encoder(self.ssl_encoder, self.in_channels)
+        if self.local_weights_path is not None:
+            encoder.load_state_dict(self.pretrained_encoder_state())
+        return encoder
+
     def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:
-        return []
+        if self.fits_linear_probe() or self.classifier_early_stopping_patience == 0:
+            return []
+        # NaN (one class in the validation split) counts as no improvement instead of stopping at once.
+        return [
+            EarlyStopping(
+                monitor=f"{METRIC_PREFIX}/val_auroc",
+                mode="max",
+                patience=self.classifier_early_stopping_patience,
+                check_finite=False,
+            )
+        ]
 
     def checkpoint_monitor(self) -> tuple[str, str] | None:
         return (f"{METRIC_PREFIX}/val_auroc", "max")

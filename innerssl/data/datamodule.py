@@ -202,14 +202,20 @@ class ClassifierDataModule(StreamDataModule):
         batch_size: int,
         num_workers: int = 0,
         seed: int = 0,
+        steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.splits = splits
         self.train_stream = train_stream
         self.eval_stream = eval_stream
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
+        """Training batches per epoch whatever the training split's size (a small label-fraction subset is passed
+        over several times per epoch, reshuffled each pass); None: one pass over the split."""
 
     def streams(self) -> list[ImageStream]:
         return [self.train_stream, self.eval_stream]
@@ -222,9 +228,11 @@ class ClassifierDataModule(StreamDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_stream.loader_dataset(self.splits.train)
-        return make_loader(
-            dataset, self.batch_size, self.num_workers, self.train_sampler(dataset, self.batch_size, self.seed)
-        )
+        batch_size = self.batch_size
+        if self.steps_per_epoch is not None:  # no larger than a process's share: a batch never holds an image twice
+            batch_size = min(batch_size, -(-len(dataset) // self.processes()[0]))  # type: ignore[arg-type]
+        sampler = self.train_sampler(dataset, batch_size, self.seed, num_batches=self.steps_per_epoch)
+        return make_loader(dataset, batch_size, self.num_workers, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -346,6 +346,14 @@ def test_hardware_maps_gpus_nodes_and_cpu_processes_to_lightning(monkeypatch: py
     }
     frozen = SSLClassifierContainer(max_num_gpus=2, freeze_encoder=True)
     assert hardware(frozen)["strategy"] == "ddp" and not hardware(frozen)["sync_batchnorm"]
+    # One GPU through the multi-GPU code path (benchmarks/gpu_check.py's ddp.one_gpu).
+    assert hardware(SSLContainer(max_num_gpus=1, force_ddp=True)) == {
+        "accelerator": "gpu",
+        "devices": 1,
+        "num_nodes": 1,
+        "strategy": "ddp",
+        "sync_batchnorm": True,
+    }
 
 
 def test_global_rank_from_the_launchers_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,10 @@
-"""The label-fraction comparison end to end on tiny demo data: SSL checkpoint -> 4 classifiers -> table and plot."""
+"""The label-fraction comparison end to end on tiny demo data: SSL checkpoint -> 4 linear probes and 4 kNN runs ->
+table and plot."""
 
 import pandas as pd
 import pytest
 
+from innerssl.containers.classifier import SSLClassifierContainer
 from innerssl.runner import main
 from tests.conftest import tiny_demo_flags
 
@@ -20,25 +22,36 @@ def test_comparison_writes_table_plot_and_child_runs(ssl_checkpoint, tmp_path, c
         "--model=DemoClassifier",
         "--compare_with_random_init",
         "--label_fractions=0.25,1.0",
+        "--compare_freeze_modes=frozen,knn",
         f"--local_weights_path={ssl_checkpoint}",
         *flags,
     ]
     with caplog.at_level("INFO"):
         assert main(argv) == 0
     folder = tmp_path / "outputs" / "DemoClassifier" / "test"
-    assert "4/4: frozen, fraction 1, pretrained, seed 42" in caplog.text
+    assert "4/8: frozen, fraction 1, pretrained, seed 42" in caplog.text
+    assert "8/8: knn, fraction 1, pretrained, seed 42" in caplog.text
 
     table = pd.read_csv(folder / "comparison.csv")
-    assert len(table) == 4
+    assert len(table) == 8
     assert set(table["init"]) == {"random", "pretrained"} and set(table["label_fraction"]) == {0.25, 1.0}
     assert table["auroc"].between(0, 1).all() and table["accuracy"].between(0, 1).all()
     small = table.loc[table["label_fraction"] == 0.25, "num_train_images"]
     full = table.loc[table["label_fraction"] == 1.0, "num_train_images"]
     assert (small < full.max()).all() and full.nunique() == 1
+    # How each head was fitted and the steps it took: the probe's L-BFGS iterations and L2 choice; kNN trains none.
+    probes, knn = table[table["mode"] == "frozen"], table[table["mode"] == "knn"]
+    assert set(probes["head"]) == {"lbfgs"} and set(knn["head"]) == {"knn"}
+    assert (probes["steps"] >= 1).all() and (knn["steps"] == 0).all()
+    assert probes["l2"].isin(SSLClassifierContainer.param["linear_probe_l2_grid"].default).all()
+    assert knn["l2"].isna().all() and table["val_auroc"].between(0, 1).all()
 
     markdown = (folder / "comparison.md").read_text()
     rows = [line for line in markdown.splitlines() if line.startswith("| frozen |")]
-    assert len(rows) == 2
+    assert len(rows) == 2 and len([line for line in markdown.splitlines() if line.startswith("| knn |")]) == 2
+    steps_cell = rows[0].split("|")[-2].strip()
+    first = probes[(probes["label_fraction"] == 0.25)].set_index("init")["steps"]
+    assert steps_cell == f"{first['random']:.0f} / {first['pretrained']:.0f}"
     header = next(line for line in markdown.splitlines() if line.startswith("| mode |"))
     for column in (
         "label fraction",
@@ -49,10 +62,12 @@ def test_comparison_writes_table_plot_and_child_runs(ssl_checkpoint, tmp_path, c
         "pretrained AUROC",
         "pretrained AUPRC",
         "pretrained accuracy",
+        "AUROC difference",
         "AUROC relative improvement (%)",
+        "steps random / pretrained",
     ):
         assert column in header, column
-    assert "## Settings" in markdown
+    assert "## Settings" in markdown and "L-BFGS" in markdown and "nothing trained" in markdown
     assert (folder / "comparison.png").stat().st_size > 0
 
     for run_folder in table["run_folder"]:
@@ -61,10 +76,10 @@ def test_comparison_writes_table_plot_and_child_runs(ssl_checkpoint, tmp_path, c
         assert (child / "test_predictions.csv").is_file(), child
         assert (child / "charts" / "test_roc.png").is_file(), child
     assert {p.name for p in folder.iterdir() if p.is_dir()} == {
-        "frozen_frac0.25_random_seed42",
-        "frozen_frac0.25_pretrained_seed42",
-        "frozen_frac1_random_seed42",
-        "frozen_frac1_pretrained_seed42",
+        f"{mode}_frac{fraction}_{init}_seed42"
+        for mode in ("frozen", "knn")
+        for fraction in ("0.25", "1")
+        for init in ("random", "pretrained")
     }
 
 

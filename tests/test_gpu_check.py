@@ -1,0 +1,77 @@
+"""benchmarks/gpu_check.py in its CPU mode: every check reports figures or a reason, and failures set the exit code.
+
+The script is what a rare, short GPU session runs, so its own bugs must show here first. One run of the tiny CPU
+mode (under a minute) with three injected failures covers the ways a check can go wrong: a check that raises
+inside a section that goes on (an end-to-end measurement), a check that raises alone in its section (the
+classifier run), and a section that hangs until its budget kills its process (ddp.two_gpus).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
+RAISES_INSIDE_A_SECTION = "throughput.BYOL.fp32.innerssl_end_to_end"
+RAISES_ALONE = "training.classifier_run"
+HANGS = "ddp.two_gpus"
+SECTION_PREFIXES = (
+    "data.",
+    "augmentation.",
+    "throughput.BYOL.",
+    "goal.",
+    "training.ssl_run",
+    "training.classifier_run",
+    "ddp.one_gpu",
+    "ddp.two_gpus",
+    "training.fp16_run",
+    "throughput.SimCLR.",
+    "throughput.ViT",
+    "throughput.DINO_multi_crop",
+)
+SETTINGS = ("fp32", "bf16_channels_last", "bf16_channels_last_compile")
+PIPELINES = ("compute_only", "innerssl_end_to_end", "baseline_end_to_end")
+
+
+def test_cpu_mode_reports_every_check_and_exits_non_zero_on_failures(tmp_path):
+    injected = f"{RAISES_INSIDE_A_SECTION},{RAISES_ALONE},{HANGS}:hang"
+    command = [sys.executable, str(SCRIPT), "--mode=cpu", f"--output_folder={tmp_path}", f"--inject_failure={injected}"]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output[-3000:]
+    assert output.lstrip("=\n").startswith("CPU MODE"), output[:500]  # said first, before any figure
+
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["mode"] == "cpu"
+    checks = {check["id"]: check for check in report["checks"]}
+    for prefix in SECTION_PREFIXES:
+        assert any(check_id.startswith(prefix) for check_id in checks), f"no {prefix} check in {sorted(checks)}"
+    for method in ("BYOL", "SimCLR"):
+        for setting in SETTINGS:
+            for pipeline in PIPELINES:
+                assert f"throughput.{method}.{setting}.{pipeline}" in checks
+    assert sorted(report["summary"]["failed"]) == sorted([RAISES_INSIDE_A_SECTION, RAISES_ALONE, HANGS])
+    assert "injected failure" in checks[RAISES_INSIDE_A_SECTION]["reason"]
+    assert "injected failure" in checks[RAISES_ALONE]["reason"]
+    assert "timed out" in checks[HANGS]["reason"]
+
+    for check_id, check in checks.items():
+        assert check_id in output  # in the printed table too
+        if check_id in report["summary"]["failed"]:
+            continue
+        assert check["status"] in ("ok", "skipped"), check
+        if check["status"] == "skipped":
+            assert check["reason"], check
+        elif check_id.startswith("throughput."):
+            assert check["figures"]["pairs_per_s"] > 0, check
+    # A failing check does not stop its section: the next measurement of the same setting has its figure.
+    assert checks["throughput.BYOL.fp32.baseline_end_to_end"]["status"] == "ok"
+    assert checks["throughput.BYOL.fp32.compute_only"]["figures"]["pairs_per_s"] > 0
+    assert checks["training.ssl_run"]["status"] == "ok"
+    assert checks["training.ssl_run"]["figures"]["steps"] > 0
+    # Sections after the hung one still ran.
+    assert checks["throughput.SimCLR.fp32.compute_only"]["status"] == "ok"
+    assert (tmp_path / "logs" / "throughput.BYOL.log").is_file()
