@@ -18,6 +18,7 @@ improvement, steps, the settings) and ``comparison.png`` (test AUROC vs label fr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -34,7 +35,7 @@ from innerssl.containers.classifier import SSLClassifierContainer  # noqa: E402
 from innerssl.distributed import is_global_zero  # noqa: E402
 from innerssl.errors import UserError  # noqa: E402
 from innerssl.eval.classifier import METRIC_PREFIX  # noqa: E402
-from innerssl.outputs.run_folder import new_run_name  # noqa: E402
+from innerssl.outputs.run_folder import RunFolder, new_run_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ INITS = ("random", "pretrained")
 COMPARISON_MD = "comparison.md"
 COMPARISON_PNG = "comparison.png"
 COMPARISON_CSV = "comparison.csv"
+CHILD_ROWS = "finished_runs"
+"""Subfolder with one JSON row per finished child run: what --resume of a killed comparison keeps."""
 KNN_MODE = "knn"
 HEAD_FITS = {
     "lbfgs": "logistic regression on the embeddings, L-BFGS to convergence (steps: its iterations)",
@@ -121,8 +124,14 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
     container.validate()
     comparison_name = container.run_name or new_run_name()
     folder = container.output_root() / model_name / comparison_name
-    if (folder / COMPARISON_CSV).exists():
+    continuing = container.resume or container.auto_resume
+    if (folder / COMPARISON_CSV).exists() and not continuing:
         raise UserError(f"{folder} already holds a comparison: choose another --run_name")
+    if (folder / CHILD_ROWS).is_dir() and any((folder / CHILD_ROWS).iterdir()) and not continuing:
+        raise UserError(
+            f"{folder} holds an unfinished comparison: add --resume (with --run_name={comparison_name}) to continue "
+            "it, or choose another --run_name"
+        )
     settings = [
         (mode, fraction, init, container.random_seed + repeat)
         for mode in freeze_modes(container)
@@ -133,6 +142,11 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
     rows = []
     for number, (mode, fraction, init, seed) in enumerate(settings, start=1):
         name = child_run_name(mode, fraction, init, seed)
+        finished = folder / CHILD_ROWS / f"{name}.json"
+        if continuing and finished.is_file():
+            rows.append(json.loads(finished.read_text(encoding="utf-8")))
+            logger.info("Comparison run %d/%d (%s) finished before: its results are kept", number, len(settings), name)
+            continue
         logger.info(
             "Comparison run %d/%d: %s, fraction %g, %s, seed %d", number, len(settings), mode, fraction, init, seed
         )
@@ -144,6 +158,8 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
             local_weights_path=container.local_weights_path if init == "pretrained" else None,
             run_name=f"{comparison_name}/{name}",
         )
+        # A child killed mid-training continues from its own last.ckpt (an epoch end or a timed checkpoint).
+        child.resume = continuing and mode != KNN_MODE and RunFolder(folder / name).last_checkpoint.is_file()
         result = run_knn_evaluation(child, model_name) if mode == KNN_MODE else train(child, model_name)
         head = head_fit(container, mode)
         row: dict[str, Any] = {
@@ -160,6 +176,9 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
         for metric in (*METRICS, "loss"):
             row[metric] = result.test_metrics.get(f"{METRIC_PREFIX}/test_{metric}", math.nan)
         rows.append(row)
+        if is_global_zero(container):  # kept, so that a killed comparison resumes after the last finished child
+            finished.parent.mkdir(parents=True, exist_ok=True)
+            finished.write_text(json.dumps(row, default=_plain), encoding="utf-8")
     table = pd.DataFrame(rows)
     if is_global_zero(container):
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +187,11 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
         plot_comparison(table, folder / COMPARISON_PNG)
         logger.info("Comparison written to %s", folder)
     return folder
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars as Python numbers, for the JSON rows."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def mean_std(values: pd.Series) -> tuple[float, float]:

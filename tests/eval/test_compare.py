@@ -75,7 +75,7 @@ def test_comparison_writes_table_plot_and_child_runs(ssl_checkpoint, tmp_path, c
         assert child.parent == folder
         assert (child / "test_predictions.csv").is_file(), child
         assert (child / "charts" / "test_roc.png").is_file(), child
-    assert {p.name for p in folder.iterdir() if p.is_dir()} == {
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == {"finished_runs"} | {
         f"{mode}_frac{fraction}_{init}_seed42"
         for mode in ("frozen", "knn")
         for fraction in ("0.25", "1")
@@ -89,3 +89,30 @@ def test_comparison_without_weights_is_a_one_line_error(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert "--local_weights_path" in error and "\n" not in error
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_killed_comparison_resumes_after_its_last_finished_run(ssl_checkpoint, tmp_path, caplog):
+    argv = [
+        "--model=DemoClassifier",
+        "--compare_with_random_init",
+        "--label_fractions=1.0",
+        f"--local_weights_path={ssl_checkpoint}",
+        *tiny_demo_flags(tmp_path, num_epochs=1),
+    ]
+    assert main(argv) == 0
+    folder = tmp_path / "outputs" / "DemoClassifier" / "test"
+    before = pd.read_csv(folder / "comparison.csv")
+    first_checkpoint = folder / "frozen_frac1_random_seed42" / "checkpoints" / "last.ckpt"
+    first_written = first_checkpoint.stat().st_mtime_ns
+    # What a kill during the second child leaves: no table, no row for that child.
+    (folder / "comparison.csv").unlink()
+    (folder / "finished_runs" / "frozen_frac1_pretrained_seed42.json").unlink()
+
+    assert main(argv) == 2  # refuses to start over an unfinished comparison without --resume
+    with caplog.at_level("INFO"):
+        assert main([*argv, "--resume"]) == 0
+    assert "Comparison run 1/2 (frozen_frac1_random_seed42) finished before" in caplog.text
+    assert "Comparison run 2/2: frozen, fraction 1, pretrained" in caplog.text
+    assert first_checkpoint.stat().st_mtime_ns == first_written  # the finished child was not trained again
+    after = pd.read_csv(folder / "comparison.csv")
+    pd.testing.assert_frame_equal(after[["mode", "init", "auroc"]], before[["mode", "init", "auroc"]], atol=1e-6)
