@@ -75,3 +75,28 @@ def test_cpu_mode_reports_every_check_and_exits_non_zero_on_failures(tmp_path):
     # Sections after the hung one still ran.
     assert checks["throughput.SimCLR.fp32.compute_only"]["status"] == "ok"
     assert (tmp_path / "logs" / "throughput.BYOL.log").is_file()
+
+
+def test_the_wheel_list_is_innerssls_dependencies_beyond_the_gpu_image():
+    """What ``python benchmarks/gpu_wheels.py`` downloads, worked out offline from this environment's metadata."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_wheels", REPO_ROOT / "benchmarks" / "gpu_wheels.py")
+    assert spec is not None and spec.loader is not None
+    gpu_wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_wheels)
+    packages, missing_image = gpu_wheels.needed_packages(f"{sys.version_info.major}.{sys.version_info.minor}")
+    for needed in ("lightly", "param", "monai", "pydicom", "einops", "pylibjpeg-openjpeg"):
+        assert needed in packages, needed
+    for on_the_image in (
+        "torch",
+        "torchvision",
+        "pytorch-lightning",
+        "timm",
+        "safetensors",
+        "torchmetrics",
+        "pandas",
+        "numpy",
+    ):
+        assert on_the_image not in packages, on_the_image
+    assert not missing_image
