@@ -11,10 +11,14 @@ another folder, or generated images when there is none), in image PAIRS per seco
 (c) innerssl's cache with the per-sample pipeline (what the cache alone gives);
 
 first as loaders alone, then as full BYOL training steps (resnet18 on the CPU, resnet50 on a GPU) next to a
-compute-only step on device-resident random input. Every phase runs in its own process, so its peak RSS
-(main process, and largest loader worker) is its own. Prints the ratios b/a and, for training, b/compute.
-Folders with fewer images than a few batches are repeated (``--repeat_items``), so that batches of 256 fill
-an epoch. ``benchmarks/gpu_check.py`` reuses these loaders and steps (``parse_args`` takes a flag list).
+compute-only step on device-resident random input. Beside these two-view figures, DINO's multi-crop views (2 x 224
+px global crops, scale 0.4-1, + ``--local_crops`` x ``--local_view_size`` px local crops, scale 0.05-0.4; the
+views DINO declares for these settings) in IMAGES per second (all views of an image each): (a) and (b) as loaders,
+and (b) as DINO training steps next to its compute-only step (``--local_crops=0`` leaves the multi-crop rows out).
+Every phase runs in its own process, so its peak RSS (main process, and largest loader worker) is its own. Prints
+the ratios b/a and, for training, b/compute. Folders with fewer images than a few batches are repeated
+(``--repeat_items``), so that batches of 256 fill an epoch. ``benchmarks/gpu_check.py`` reuses these loaders and
+steps (``parse_args`` takes a flag list).
 
     python benchmarks/data_throughput.py                       # defaults for this machine
     python benchmarks/data_throughput.py --images=/data/nih/images_001/images --batch_size=256 --precision=bf16
@@ -46,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from innerssl.augment.config import AugmentationConfig, parse_augmentation_config  # noqa: E402
+from innerssl.augment.views import ViewGroup, total_views, view_shape  # noqa: E402
 from innerssl.data.cache import CacheSettings, cached_dataset  # noqa: E402
 from innerssl.data.datasets.base import UNLABELED, ImageFileDataset, ImageRecord  # noqa: E402
 from innerssl.data.image_io import read_image  # noqa: E402
@@ -69,6 +74,16 @@ BLUR_SIGMA = (0.1, 2.0)
 BLUR_PROBABILITY = 0.5
 SOLARIZE_THRESHOLD = 0.5
 SOLARIZE_PROBABILITY = 0.2
+
+# DINO's multi-crop (the paper's): 2 global crops of VIEW_SIZE, LOCAL_CROPS local crops of LOCAL_VIEW_SIZE.
+GLOBAL_CROP_SCALE = (0.4, 1.0)
+LOCAL_CROPS = 6
+LOCAL_VIEW_SIZE = 96
+LOCAL_CROP_SCALE = (0.05, 0.4)
+MULTI_CROP = "multi_crop"
+"""Suffix of the multi-crop pipelines' kinds (``innerssl_multi_crop``, ``baseline_multi_crop``) and the compute
+phase; their rates are images per second with every view of an image."""
+MULTI_CROP_METHOD = "DINO"
 
 MIN_BATCHES_PER_EPOCH = 8
 """Default --repeat_items: an epoch of at least this many batches (the 216-image NIH sample has fewer than one
@@ -114,30 +129,44 @@ def blur_kernel(view_size: int) -> int:
 # --- (a) the baseline ------------------------------------------------------------------------------------
 
 
-class BaselineDataset(Dataset):
-    """PIL decode + per-sample torchvision views, as the usual SSL loaders do."""
+def baseline_transform(view_size: int, crop_scale: tuple[float, float] = CROP_SCALE) -> v2.Compose:
+    """The views of PROJECT_CONFIG in torchvision, from a PIL image (cropped and resized to ``view_size`` px)."""
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(view_size, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(FLIP_PROBABILITY),
+            v2.ColorJitter(brightness=JITTER, contrast=JITTER),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel(view_size), sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomSolarize(SOLARIZE_THRESHOLD, p=SOLARIZE_PROBABILITY),
+        ]
+    )
 
-    def __init__(self, paths: list[Path], view_size: int = VIEW_SIZE) -> None:
+
+class BaselineDataset(Dataset):
+    """PIL decode + per-sample torchvision views, as the usual SSL loaders do: two views of ``view_size`` px, or the
+    views of ``groups`` (DINO's multi-crop: each group's size and crop scale)."""
+
+    def __init__(
+        self, paths: list[Path], view_size: int = VIEW_SIZE, groups: Sequence[ViewGroup] | None = None
+    ) -> None:
         self.paths = paths
-        self.transform = v2.Compose(
-            [
-                v2.PILToTensor(),
-                v2.RandomResizedCrop(view_size, scale=CROP_SCALE, antialias=True),
-                v2.RandomHorizontalFlip(FLIP_PROBABILITY),
-                v2.ColorJitter(brightness=JITTER, contrast=JITTER),
-                v2.RandomApply([v2.GaussianBlur(blur_kernel(view_size), sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.RandomSolarize(SOLARIZE_THRESHOLD, p=SOLARIZE_PROBABILITY),
+        if groups is None:
+            self.transforms = [(baseline_transform(view_size), 2)]
+        else:
+            self.transforms = [
+                (baseline_transform(view_shape(g.size, view_size, view_size)[0], g.crop_scale or CROP_SCALE), g.count)
+                for g in groups
             ]
-        )
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, ...], int]:
         with Image.open(self.paths[index]) as image:
             image = image.convert("L")
-            return (self.transform(image), self.transform(image)), 0
+            return tuple(transform(image) for transform, count in self.transforms for _ in range(count)), 0
 
 
 # --- (b), (c) innerssl ----------------------------------------------------------------------------------
@@ -249,45 +278,72 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
     )
 
 
+def multi_crop_hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """DINO's multi-crop settings of this benchmark: 2 global crops, ``--local_crops`` of ``--local_view_size`` px."""
+    return {
+        "num_local_crops": args.local_crops,
+        "local_crop_size": float(args.local_view_size),
+        "global_crop_scale": list(GLOBAL_CROP_SCALE),
+        "local_crop_scale": list(LOCAL_CROP_SCALE),
+    }
+
+
+def multi_crop_groups(args: argparse.Namespace) -> tuple[ViewGroup, ...]:
+    """The views DINO declares for the multi-crop settings (what a DINO run's stream makes)."""
+    from innerssl.ssl import ssl_method
+
+    return ssl_method(MULTI_CROP_METHOD).view_groups(multi_crop_hyperparameters(args))
+
+
 def loader_batches(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[Iterator[Any], Callable]:
-    """The batches of pipeline ``kind`` and the function that turns one into two views on the device."""
+    """The batches of pipeline ``kind`` and the function that turns one into its views on the device (two, or
+    DINO's multi-crop views for the ``*_multi_crop`` kinds)."""
     paths = image_paths(args)
     min_items = repeat_items(args, args.batch_size)
+    multi_crop = kind.endswith(f"_{MULTI_CROP}")
+    kind = kind.removesuffix(f"_{MULTI_CROP}")
+    groups = multi_crop_groups(args) if multi_crop else None
     if kind == "baseline":
-        dataset = repeated(BaselineDataset(paths, args.view_size), min_items)
+        dataset = repeated(BaselineDataset(paths, args.view_size, groups), min_items)
         loader = make_loader(dataset, args.batch_size, args.workers, device)
 
-        def to_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            (view0, view1), _ = batch
-            return view0.to(device, non_blocking=True), view1.to(device, non_blocking=True)
+        def to_views(batch: Any) -> tuple[torch.Tensor, ...]:
+            views, _ = batch
+            return tuple(view.to(device, non_blocking=True) for view in views)
 
         return endless(loader), to_views
     cache = repeated(build_cache(paths, Path(args.cache_root), args.workers, args.cache_size), min_items)
     config = project_config(args.cache_size, args.view_size)
-    stream = ImageStream(config, in_channels=1, augment_on_device=kind == "innerssl", views=2)
+    stream = ImageStream(config, in_channels=1, augment_on_device=kind == "innerssl", views=groups or 2)
     stream.reseed(args.seed)
     loader = make_loader(stream.loader_dataset(cache), args.batch_size, args.workers, device)
 
-    def to_views_project(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_views_project(batch: Any) -> tuple[torch.Tensor, ...]:
         images, labels = batch
         if stream.on_device:
             return stream.to_encoder(images.to(device, non_blocking=True))
-        view0, view1 = images
-        return view0.to(device, non_blocking=True), view1.to(device, non_blocking=True)
+        return tuple(view.to(device, non_blocking=True) for view in images)
 
     return endless(loader), to_views_project
 
 
-def ssl_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimisation step of SSL method ``args.method`` (loss, backward, AdamW step and, for methods with an EMA
-    target such as BYOL, the target update) with the run's precision, memory format and compilation."""
+def ssl_step(
+    args: argparse.Namespace,
+    device: torch.device,
+    method: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+) -> Callable[..., None]:
+    """One optimisation step of SSL method ``method`` (default ``args.method``) on the views it is given (loss,
+    backward, AdamW step and, for methods with an EMA target such as BYOL, the target update) with the run's
+    precision, memory format and compilation; ``hyperparameters``: further arguments of the method."""
     from innerssl.compile import compile_networks
     from innerssl.ssl import ssl_method
     from innerssl.ssl.momentum import MomentumSSLModule
 
     # Construction options (a ViT's img_size and patch_size) only when given: methods without them keep working.
     options = {"encoder_options": parse_options(args.encoder_options)} if args.encoder_options else {}
-    module = ssl_method(args.method)(encoder_name=args.encoder, in_channels=1, **options).to(device)
+    options.update(hyperparameters or {})
+    module = ssl_method(method or args.method)(encoder_name=args.encoder, in_channels=1, **options).to(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     module = module.to(memory_format=memory_format)
     if args.compile:
@@ -296,11 +352,10 @@ def ssl_step(args: argparse.Namespace, device: torch.device) -> Callable[[torch.
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
-    def step(view0: torch.Tensor, view1: torch.Tensor) -> None:
-        view0 = view0.contiguous(memory_format=memory_format)
-        view1 = view1.contiguous(memory_format=memory_format)
+    def step(*views: torch.Tensor) -> None:
+        views = tuple(view.contiguous(memory_format=memory_format) for view in views)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = module.ssl_loss(view0, view1)
+            loss = module.ssl_loss(*views)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -343,6 +398,18 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
         )
         results.put((phase, rate, *peak_rss_mb()))
         return
+    if kind == f"compute_{MULTI_CROP}":
+        step = ssl_step(args, device, MULTI_CROP_METHOD, multi_crop_hyperparameters(args))
+        fixed_views = [
+            torch.rand(args.train_batch_size, 1, *view_shape(group.size, args.view_size, args.view_size), device=device)
+            for group in multi_crop_groups(args)
+            for _ in range(group.count)
+        ]
+        rate = timed_pairs_per_second(
+            iter(lambda: fixed_views, None), lambda views: step(*views), args.train_steps, args.train_batch_size, device
+        )
+        results.put((phase, rate, *peak_rss_mb()))
+        return
     batch_size = args.batch_size if mode == "loader" else args.train_batch_size
     workers = 0 if kind == MAIN_PROCESS_KIND else args.workers
     kind = "innerssl" if kind == MAIN_PROCESS_KIND else kind
@@ -351,7 +418,12 @@ def run_phase(phase: str, args: argparse.Namespace, results: Any) -> None:
     if mode == "loader":
         rate = timed_pairs_per_second(batches, to_views, args.loader_batches, batch_size, device)
     else:
-        step = ssl_step(args, device)
+        multi_crop = kind.endswith(MULTI_CROP)
+        step = (
+            ssl_step(args, device, MULTI_CROP_METHOD, multi_crop_hyperparameters(args))
+            if multi_crop
+            else ssl_step(args, device)
+        )
         rate = timed_pairs_per_second(
             batches, lambda batch: step(*to_views(batch)), args.train_steps, batch_size, device
         )
@@ -397,8 +469,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The settings; ``argv`` (default: the command line) as flags, so other scripts get the same defaults."""
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=str(DEFAULT_IMAGES) if DEFAULT_IMAGES.is_dir() else None,
-                        help="folder of PNG/JPEG radiographs (default: the shared NIH sample; generated if absent)")
+    parser.add_argument(
+        "--images",
+        default=str(DEFAULT_IMAGES) if DEFAULT_IMAGES.is_dir() else None,
+        help="folder of PNG/JPEG radiographs (default: the shared NIH sample; generated if absent)",
+    )
     parser.add_argument("--num_generated", type=int, default=256, help="images to generate when there is no folder")
     parser.add_argument("--max_images", type=int, default=0, help="use only the first N images (0: all)")
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
@@ -413,6 +488,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--view_size", type=int, default=VIEW_SIZE, help="side of the views in pixels")
     parser.add_argument("--cache_size", type=int, default=CACHE_SIZE, help="side of the cached images in pixels")
     parser.add_argument(
+        "--local_crops",
+        type=int,
+        default=LOCAL_CROPS,
+        help="multi-crop rows: DINO's local crops per image beside 2 global views (0: no such rows)",
+    )
+    parser.add_argument("--local_view_size", type=int, default=LOCAL_VIEW_SIZE, help="side of the local crops, pixels")
+    parser.add_argument(
         "--repeat_items",
         type=int,
         default=0,
@@ -426,6 +508,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase_timeout", type=float, default=1800)
     return parser.parse_args(argv)
+
+
+def multi_crop_label(args: argparse.Namespace) -> str:
+    """E.g. ``2 x 224 + 6 x 96 px views``: DINO's declared views for these settings."""
+    groups = multi_crop_groups(args)
+    sizes = [f"{g.count} x {view_shape(g.size, args.view_size, args.view_size)[0]}" for g in groups]
+    return f"{' + '.join(sizes)} px views ({total_views(groups)} per image)"
+
+
+def print_multi_crop_rows(args: argparse.Namespace, mode: str, rates: dict[str, float]) -> None:
+    """Multi-crop loaders (baseline and innerssl) or DINO multi-crop training (innerssl and compute-only)."""
+    if mode == "loader":
+        kinds = [f"baseline_{MULTI_CROP}", f"innerssl_{MULTI_CROP}"]
+        title = f"  multi-crop, {multi_crop_label(args)}, in images/s:"
+    else:
+        kinds = [f"innerssl_{MULTI_CROP}", f"compute_{MULTI_CROP}"]
+        title = f"  {MULTI_CROP_METHOD} multi-crop training, {multi_crop_label(args)}, in images/s:"
+    print(title, flush=True)
+    for kind in kinds:
+        phase = kind if kind.startswith("compute") else f"{kind}:{mode}"
+        rate, own, workers = measure(phase, args)
+        rates[phase] = rate
+        print(f"  {kind:<22} {rate:9.1f} images/s  peak RSS {own:6.0f} MB main, {workers:6.0f} MB worker", flush=True)
+    first, second = (rates[kind if kind.startswith("compute") else f"{kind}:{mode}"] for kind in kinds)
+    if mode == "loader":
+        print(f"  ratio innerssl / baseline (multi-crop): {second / first:.1f}x")
+    else:
+        print(f"  innerssl / compute-only (multi-crop): {first / second:.0%}")
 
 
 def main() -> None:
@@ -472,8 +582,12 @@ def main() -> None:
                 print(f"  ratio {kind} / baseline: {rates[f'{kind}:{mode}'] / baseline:.1f}x")
             if mode == "train":
                 compute = rates["compute"]
-                print(f"  innerssl / compute-only: {rates['innerssl:train'] / compute:.0%}; "
-                      f"baseline / compute-only: {baseline / compute:.0%}")
+                print(
+                    f"  innerssl / compute-only: {rates['innerssl:train'] / compute:.0%}; "
+                    f"baseline / compute-only: {baseline / compute:.0%}"
+                )
+            if args.local_crops > 0:
+                print_multi_crop_rows(args, mode, rates)
         if not math.isfinite(sum(rates.values())):
             raise SystemExit("a measurement failed")
     finally:

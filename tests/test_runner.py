@@ -46,7 +46,7 @@ def test_help_lists_parameters_with_docs(capsys):
     assert main(["--model=DemoBYOL", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--ssl_training_type (one of BYOL|SimCLR|" in out and "default: BYOL)" in out
-    assert "Learning rate of the online linear head." in out
+    assert "Learning rate of the online linear head's AdamW steps" in out
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,12 @@ bilinear) instead of three times: a third of the interpolation work, and one int
 instead of three. The crop box is read clamped to its outer pixel centres, as ``F.resized_crop``
 does, and outside the affine's image the output is 0 (torchvision's fill), fading over half a pixel.
 
+**Views of other sizes** (an SSL method's :class:`~innerssl.augment.views.ViewGroup`, such as DINO's
+small local crops): ``forward(images, view_size, crop_scale)`` resamples the crop box straight to the
+view's size in the same single resampling, and the later steps work at that size (the blur kernel is a
+fraction of it, erasing boxes an area fraction); :meth:`BatchedAugmentation.views` makes all views of
+a group in one pass over the batch repeated ``count`` times.
+
 **No host-device synchronisation** when the batch is on a GPU: no ``.item()``, ``.tolist()``,
 ``.nonzero()``, boolean-mask indexing or Python ``if`` on tensor values; every per-sample choice is a
 mask, a neutral parameter (factor 1) or ``torch.where``. On the CPU, where reading values costs
@@ -76,6 +82,7 @@ from innerssl.augment.config import (
     SolarizeConfig,
 )
 from innerssl.augment.per_sample import RandomGaussianBlur, ToChannels
+from innerssl.augment.views import view_shape, with_crop_scale
 
 MAX_BOX_TRIES = 10
 """RandomResizedCrop and RandomErasing draw up to this many boxes before falling back (torchvision)."""
@@ -349,23 +356,30 @@ def _coverage(field: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _to_source(
-    plane: torch.Tensor, sign: torch.Tensor | None, start: torch.Tensor | None, length: torch.Tensor | None, size: int
+    plane: torch.Tensor,
+    sign: torch.Tensor | None,
+    start: torch.Tensor | None,
+    length: torch.Tensor | None,
+    view_size: int,
+    source_size: int,
 ) -> None:
     """Turn one axis' centred coordinates in the affine's input into normalised source coordinates, in place.
 
     ``sign`` is -1 where that input is a mirror (x only); ``start`` and ``length`` are the crop box
     on this axis, read clamped to its outer pixel centres as ``F.resized_crop`` does: the clamp is a
-    scalar clamp of the position in the box, between two per-sample scale-and-shifts.
+    scalar clamp of the position in the box, between two per-sample scale-and-shifts. ``view_size``
+    is the output's extent on this axis (the box is resized to it), ``source_size`` the input's;
+    without a box they are equal.
     """
     scale = torch.ones_like(plane[:, 0, 0]) if sign is None else sign.to(plane.dtype)
     if start is None or length is None:
-        plane.mul_((scale * (2.0 / size)).view(-1, 1, 1))
+        plane.mul_((scale * (2.0 / source_size)).view(-1, 1, 1))
         return
     span = (length - 1.0).clamp_(min=_MIN_CROP_SPAN)
     # Position in the box: 0 at its first pixel centre, 1 at its last.
-    plane.mul_((scale * length / (size * span)).view(-1, 1, 1)).add_(((length / 2.0 - 0.5) / span).view(-1, 1, 1))
+    plane.mul_((scale * length / (view_size * span)).view(-1, 1, 1)).add_(((length / 2.0 - 0.5) / span).view(-1, 1, 1))
     plane.clamp_(0.0, 1.0)
-    plane.mul_((2.0 * span / size).view(-1, 1, 1)).add_(((2.0 * start + 1.0) / size - 1.0).view(-1, 1, 1))
+    plane.mul_((2.0 * span / source_size).view(-1, 1, 1)).add_(((2.0 * start + 1.0) / source_size - 1.0).view(-1, 1, 1))
 
 
 def warp(
@@ -376,24 +390,31 @@ def warp(
     translations: torch.Tensor | None = None,
     shears: torch.Tensor | None = None,
     scratch: torch.Tensor | None = None,
+    view_shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Resized crop, then horizontal flip, then affine, per sample, as ONE bilinear resampling.
 
-    ``boxes``: ``(B, 4)`` top, left, height, width in pixels (the crop is resized back to the image
+    ``boxes``: ``(B, 4)`` top, left, height, width in pixels (the crop is resized to the output
     size, as ``F.resized_crop``); ``flips``: ``(B,)`` bool; ``angles`` and ``shears``: ``(B,)``
     degrees, ``translations``: ``(B, 2)`` pixels (x, y), with ``F.affine``'s meaning (clockwise angle
-    about the image centre, shear parallel to x, scale 1, fill 0). Each ``None`` leaves that step out
-    (give angles, translations and shears together). Returns a new float tensor.
+    about the image centre, shear parallel to x, scale 1, fill 0) on the output-sized crop. Each
+    ``None`` leaves that step out (give angles, translations and shears together). ``view_shape``:
+    the output's (height, width), default the input's; without boxes a different shape resizes the
+    whole image (bilinear, no antialiasing: multi-crop boxes are rarely more than 1.5 times their
+    view). Returns a new float tensor.
 
     The sampling grid is built as two contiguous coordinate planes with in-place arithmetic and
     passed to ``grid_sample`` as a strided view, which it reads as fast as an interleaved grid.
-    ``scratch``: a ``(B, 2, H, W)`` float32 buffer for those planes, to reuse between calls (on the
-    CPU, fresh memory costs page faults); allocated when None.
+    ``scratch``: a ``(B, 2, H', W')`` float32 buffer (the output's size) for those planes, to reuse
+    between calls (on the CPU, fresh memory costs page faults); allocated when None.
     """
     count, _, height, width = images.shape
+    out_height, out_width = view_shape or (height, width)
     device = images.device
-    xs = _centred_coordinates(width, images)
-    ys = _centred_coordinates(height, images)
+    if boxes is None and (out_height, out_width) != (height, width):
+        boxes = full_image_boxes(count, height, width, device)
+    xs = _centred_coordinates(out_width, images)
+    ys = _centred_coordinates(out_height, images)
     has_affine = angles is not None
     if has_affine:
         if translations is None or shears is None:
@@ -412,11 +433,15 @@ def warp(
         starts, lengths = (left, top), (box_w, box_h)
     signs = (None if flips is None else torch.where(flips, -1.0, 1.0), None)
 
-    planes = torch.empty((count, 2, height, width), dtype=torch.float32, device=device) if scratch is None else scratch
-    rows = ((row_x, width), (row_y, height))
-    for axis, (row, size) in enumerate(rows):
+    planes = (
+        torch.empty((count, 2, out_height, out_width), dtype=torch.float32, device=device)
+        if scratch is None
+        else scratch
+    )
+    rows = ((row_x, out_width, width), (row_y, out_height, height))
+    for axis, (row, view_size, source_size) in enumerate(rows):
         _affine_field(row, xs, ys, out=planes[:, axis])
-        _to_source(planes[:, axis], signs[axis], starts[axis], lengths[axis], size)
+        _to_source(planes[:, axis], signs[axis], starts[axis], lengths[axis], view_size, source_size)
     out = nnf.grid_sample(
         images, planes.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False
     )
@@ -424,10 +449,19 @@ def warp(
         # With a crop the affine's input is not the source, so its fill (0 outside it, fading over half a
         # pixel like bilinear zeros padding) is a coverage factor; without one, zeros padding does it.
         # The planes are free again: recompute the affine's input coordinates there, no new buffers.
-        for axis, (row, size) in enumerate(rows):
-            _coverage(_affine_field(row, xs, ys, out=planes[:, axis]), size)
+        for axis, (row, view_size, _source_size) in enumerate(rows):
+            _coverage(_affine_field(row, xs, ys, out=planes[:, axis]), view_size)
         out.mul_(planes[:, 0].mul_(planes[:, 1]).unsqueeze(1))
     return out
+
+
+def full_image_boxes(count: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``(count, 4)`` boxes covering the whole image (top, left, height, width): a resize as a resized crop.
+
+    Filled on the device (``torch.tensor`` of Python numbers would be a synchronising host-to-device copy).
+    """
+    zeros = torch.zeros(count, dtype=torch.float32, device=device)
+    return torch.stack([zeros, zeros, torch.full_like(zeros, height), torch.full_like(zeros, width)], dim=1)
 
 
 def horizontal_flip(images: torch.Tensor, flips: torch.Tensor, in_place: bool = False) -> torch.Tensor:
@@ -645,10 +679,16 @@ def elastic_kernel_size(sigma: float) -> int:
 
 
 def smooth_noise(noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    """ElasticTransform's noise smoothing: ``F.gaussian_blur(noise, elastic_kernel_size(sigma), sigma)``."""
+    """ElasticTransform's noise smoothing: ``F.gaussian_blur(noise, elastic_kernel_size(sigma), sigma)``.
+
+    On a field smaller than the kernel (a small view, such as a multi-crop local crop) the kernel is cut to
+    the largest one reflect padding allows (``2 * side - 1``): the Gaussian's outer taps, not its width.
+    """
     if sigma <= 0.0:
         return noise
-    kernel = gaussian_kernels(elastic_kernel_size(sigma), torch.full((1,), sigma, device=noise.device))
+    fitting = 2 * min(noise.shape[-2:]) - 1
+    size = min(elastic_kernel_size(sigma), fitting)
+    kernel = gaussian_kernels(size, torch.full((1,), sigma, device=noise.device))
     return _separable_filter(noise, kernel)
 
 
@@ -775,17 +815,31 @@ class _Step(nn.Module):
 
 
 class _Geometry(_Step):
-    """Random resized crop, horizontal flip and affine (those switched on), fused in :func:`warp`."""
+    """Random resized crop, horizontal flip and affine (those switched on), fused in :func:`warp`.
 
-    def __init__(self, crop: CropConfig | None, flip_prob: float | None, affine: AffineConfig | None) -> None:
+    ``view_size`` (see :attr:`~innerssl.augment.views.ViewGroup.size`): the output views' size, None for the
+    input's; crop boxes are drawn in the input, and the affine acts on the output-sized crop, as in the
+    per-sample path (``RandomResizedCrop(view size)`` then ``RandomAffine``).
+    """
+
+    def __init__(
+        self,
+        crop: CropConfig | None,
+        flip_prob: float | None,
+        affine: AffineConfig | None,
+        view_size: float | None = None,
+    ) -> None:
         super().__init__()
         self.crop = crop
         self.flip_prob = flip_prob
         self.affine = affine
+        self.view_size = view_size
         self._scratch: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         count, _, height, width = images.shape
+        out_shape = view_shape(self.view_size, height, width)
+        resized = out_shape != (height, width)
         device = images.device
         boxes = flips = None
         if self.crop is not None:
@@ -793,12 +847,15 @@ class _Geometry(_Step):
         if self.flip_prob is not None:
             flips = _coin(count, self.flip_prob, generator, device)
         if self.affine is None:
-            if boxes is None:
-                assert flips is not None
+            if boxes is None and not resized:
+                if flips is None:
+                    return images
                 return horizontal_flip(images, flips, in_place=True)
-            return warp(images, boxes=boxes, flips=flips, scratch=self._grid_scratch(images))
-        angles, translations, shears = sample_affine(count, height, width, self.affine, generator, device)
-        return warp(images, boxes, flips, angles, translations, shears, self._grid_scratch(images))
+            scratch = self._grid_scratch(images, out_shape)
+            return warp(images, boxes=boxes, flips=flips, scratch=scratch, view_shape=out_shape)
+        angles, translations, shears = sample_affine(count, *out_shape, self.affine, generator, device)
+        scratch = self._grid_scratch(images, out_shape)
+        return warp(images, boxes, flips, angles, translations, shears, scratch, view_shape=out_shape)
 
     def __getstate__(self) -> dict[str, object]:
         """Pickle and deepcopy without the scratch buffer (it is only a cache)."""
@@ -806,18 +863,19 @@ class _Geometry(_Step):
         state["_scratch"] = None
         return state
 
-    def _grid_scratch(self, images: torch.Tensor) -> torch.Tensor | None:
+    def _grid_scratch(self, images: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor | None:
         """The grid buffer kept between calls on the CPU (a GPU's caching allocator already reuses memory)."""
         if images.device.type != "cpu":
             return None
-        count, _, height, width = images.shape
+        count = images.shape[0]
         scratch = self._scratch
-        if scratch is None or scratch.shape[0] < count or scratch.shape[2:] != (height, width):
-            scratch = self._scratch = torch.empty((count, 2, height, width), dtype=torch.float32)
+        if scratch is None or scratch.shape[0] < count or scratch.shape[2:] != out_shape:
+            scratch = self._scratch = torch.empty((count, 2, *out_shape), dtype=torch.float32)
         return scratch[:count]
 
     def extra_repr(self) -> str:
-        return f"crop={self.crop}, flip_prob={self.flip_prob}, affine={self.affine}"
+        size = "" if self.view_size is None else f", view_size={self.view_size}"
+        return f"crop={self.crop}, flip_prob={self.flip_prob}, affine={self.affine}{size}"
 
 
 class _ColorJitter(_Step):
@@ -986,7 +1044,12 @@ class _Erasing(_Step):
 
 
 class BatchedAugmentation(nn.Module):
-    """The config's pipeline for a batch ``(B, C, H, W)``; see the module docstring for order and rules."""
+    """The config's pipeline for a batch ``(B, C, H, W)``; see the module docstring for order and rules.
+
+    ``forward(images)`` gives one view of every image at the config's output size; ``forward(images,
+    view_size, crop_scale)`` and :meth:`views` give views of another size or crop scale (an SSL method's
+    :class:`~innerssl.augment.views.ViewGroup`), drawn from the same random stream.
+    """
 
     def __init__(self, config: AugmentationConfig, in_channels: int, seed: int = 0) -> None:
         super().__init__()
@@ -995,6 +1058,8 @@ class BatchedAugmentation(nn.Module):
         self.to_channels = ToChannels(in_channels)
         self._generators: dict[torch.device, torch.Generator] = {}
         self.steps = nn.ModuleList(_build_steps(config))
+        self._variant_steps: dict[tuple[float | None, Range | None], nn.ModuleList] = {}
+        """Steps of other view sizes and crop scales, built on first use (they hold no tensors worth saving)."""
 
     @property
     def in_channels(self) -> int:
@@ -1019,29 +1084,62 @@ class BatchedAugmentation(nn.Module):
             self._generators[device] = generator
         return generator
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def steps_for(self, view_size: float | None = None, crop_scale: Range | None = None) -> nn.ModuleList:
+        """The steps that make views of ``view_size`` with crops of ``crop_scale`` (None: the config's)."""
+        if view_size is None and crop_scale is None:
+            return self.steps
+        key = (view_size, crop_scale)
+        steps = self._variant_steps.get(key)
+        if steps is None:
+            steps = nn.ModuleList(_build_steps(with_crop_scale(self.config, crop_scale), view_size))
+            self._variant_steps[key] = steps
+        return steps
+
+    def forward(
+        self, images: torch.Tensor, view_size: float | None = None, crop_scale: Range | None = None
+    ) -> torch.Tensor:
         _check_batch(images)
         pre = self.config.preprocess
         count, channels, height, width = images.shape
-        size = output_size(height, width, pre.resize, pre.center_crop_size)
+        preprocessed = output_size(height, width, pre.resize, pre.center_crop_size)
+        size = view_shape(view_size, *preprocessed)
+        steps = self.steps_for(view_size, crop_scale)
         chunk = count
         if images.device.type == "cpu":
-            largest = max(1, CPU_CHUNK_VALUES // (max(channels, self.in_channels) * size[0] * size[1]))
+            # Where the views are smaller than the preprocessed images (local crops), those are the larger tensors.
+            pixels = max(size[0] * size[1], preprocessed[0] * preprocessed[1])
+            largest = max(1, CPU_CHUNK_VALUES // (max(channels, self.in_channels) * pixels))
             chunk = math.ceil(count / math.ceil(count / largest)) if count else largest  # equal chunks
         if count == 0:
             return torch.empty((0, self.in_channels, *size), dtype=torch.float32, device=images.device)
         if count <= chunk:
-            return self._augment(images).contiguous()
+            return self._augment(images, steps).contiguous()
         out = torch.empty((count, self.in_channels, *size), dtype=torch.float32, device=images.device)
         for start in range(0, count, chunk):
-            out[start : start + chunk] = self._augment(images[start : start + chunk])
+            out[start : start + chunk] = self._augment(images[start : start + chunk], steps)
         return out
 
-    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+    def views(
+        self, images: torch.Tensor, count: int, view_size: float | None = None, crop_scale: Range | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """``count`` views of every image in ONE pass: the batch repeated ``count`` times, augmented (per-sample
+        random parameters make every copy different) and split into ``count`` batches in the images' order.
+
+        One pass rather than ``count`` calls: a GPU gets one large launch per operation instead of ``count``
+        small ones. The input is repeated before the preprocess, where it is smallest (stored integers).
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        _check_batch(images)
+        repeated = images if count == 1 else images.repeat(count, 1, 1, 1)
+        out = self(repeated, view_size, crop_scale)
+        return tuple(out.unflatten(0, (count, images.shape[0])).unbind(0))
+
+    def _augment(self, images: torch.Tensor, steps: nn.ModuleList) -> torch.Tensor:
         pre = self.config.preprocess
         batch = preprocess(images, pre.resize, pre.center_crop_size)
         generator = self.generator(batch.device)
-        for step in self.steps:
+        for step in steps:
             batch = step(batch, generator)
         return self.to_channels(batch)
 
@@ -1054,15 +1152,16 @@ def build_batched_transform(config: AugmentationConfig, in_channels: int, seed: 
     return BatchedAugmentation(config, in_channels, seed)
 
 
-def _build_steps(config: AugmentationConfig) -> list[_Step]:
+def _build_steps(config: AugmentationConfig, view_size: float | None = None) -> list[_Step]:
     aug = config.augmentation
     steps: list[_Step] = []
-    if aug.use_random_crop or aug.use_random_horizontal_flip or aug.use_random_affine:
+    if aug.use_random_crop or aug.use_random_horizontal_flip or aug.use_random_affine or view_size is not None:
         steps.append(
             _Geometry(
                 aug.random_crop if aug.use_random_crop else None,
                 aug.random_horizontal_flip.prob if aug.use_random_horizontal_flip else None,
                 aug.random_affine if aug.use_random_affine else None,
+                view_size,
             )
         )
     if aug.use_random_color:

@@ -13,6 +13,10 @@ so it stays white; clamp before erasing so erased patches are exactly 0. Channel
 so the intensity transforms work on the image's own channels (a grayscale radiograph gets grayscale
 jitter, not three slightly different copies).
 
+An SSL method's views of other sizes (DINO's local crops, :class:`~innerssl.augment.views.ViewGroup`) come from
+``build_per_sample_transform(config, in_channels, view_size)``: the random resized crop resizes to the view's
+size. :class:`MultiViews` makes all views of one image, group by group.
+
 Every random step draws its own parameters on each call from torch's global generator, so two calls
 on the same image differ, ``torch.manual_seed`` makes a sequence of calls reproducible, and the data
 loader's per-worker seeding keeps workers independent.
@@ -20,7 +24,7 @@ loader's per-worker seeding keeps workers independent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -35,12 +39,16 @@ from innerssl.augment.config import (
     ElasticConfig,
     Range,
 )
+from innerssl.augment.views import view_shape
 
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R BT.601 weights of R, G, B in grayscale intensity (what torchvision and PIL use)."""
 
 MIN_BLUR_KERNEL = 3
 """Smallest blur kernel side: a 1-pixel kernel would not blur at all."""
+
+ELASTIC_KERNEL_PER_SIGMA = 8
+"""torchvision's ElasticTransform smooths its noise with a kernel of ``int(8 * sigma + 1)`` pixels (made odd)."""
 
 
 class ToChannels(nn.Module):
@@ -72,21 +80,22 @@ class ToChannels(nn.Module):
 
 
 class RandomResizedCropToInput(nn.Module):
-    """Random resized crop whose output size is the input's size.
+    """Random resized crop whose output size is the input's size, or ``view_size`` of it.
 
     The crop comes after the preprocess step, whose output size depends on the input when only
     ``resize`` is set (shorter side), so the size is read per image; torchvision's own sampler (one
-    per distinct size) draws the box.
+    per distinct size) draws the box. ``view_size``: see :attr:`~innerssl.augment.views.ViewGroup.size`.
     """
 
-    def __init__(self, config: CropConfig) -> None:
+    def __init__(self, config: CropConfig, view_size: float | None = None) -> None:
         super().__init__()
         self.scale = config.scale
         self.ratio = config.ratio
+        self.view_size = view_size
         self._crops: dict[tuple[int, int], v2.RandomResizedCrop] = {}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        size = (int(image.shape[-2]), int(image.shape[-1]))
+        size = view_shape(self.view_size, int(image.shape[-2]), int(image.shape[-1]))
         crop = self._crops.get(size)
         if crop is None:
             crop = v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, antialias=True)
@@ -94,7 +103,25 @@ class RandomResizedCropToInput(nn.Module):
         return crop(image)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, ratio={self.ratio}"
+        size = "" if self.view_size is None else f", view_size={self.view_size}"
+        return f"scale={self.scale}, ratio={self.ratio}{size}"
+
+
+class ResizeToView(nn.Module):
+    """The whole image resized to ``view_size`` (a view group's size where the config has no random crop)."""
+
+    def __init__(self, view_size: float) -> None:
+        super().__init__()
+        self.view_size = view_size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        size = view_shape(self.view_size, int(image.shape[-2]), int(image.shape[-1]))
+        if size == tuple(image.shape[-2:]):
+            return image
+        return F.resize(image, list(size), antialias=True)
+
+    def extra_repr(self) -> str:
+        return f"view_size={self.view_size}"
 
 
 class ChannelAwareColorJitter(nn.Module):
@@ -190,21 +217,42 @@ class PerSampleTransform(nn.Module):
         return output.to(torch.float32).contiguous()
 
 
-class TwoViews:
+class MultiViews:
+    """Every view an SSL method asks for, of one image: ``count`` independent draws of each group's transform,
+    the groups in order (the per-sample counterpart of :meth:`~innerssl.augment.batched.BatchedAugmentation.views`).
+    """
+
+    def __init__(self, groups: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], int]]) -> None:
+        self.groups = list(groups)
+        """(transform, number of views) per view group."""
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(transform(image) for transform, count in self.groups for _ in range(count))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{count} x {transform!r}" for transform, count in self.groups)
+        return f"{type(self).__name__}({inner})"
+
+
+class TwoViews(MultiViews):
     """Two independently augmented views of one image, for contrastive and BYOL-style methods."""
 
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__([(transform, 2)])
         self.transform = transform
-
-    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(image), self.transform(image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform!r})"
 
 
-def build_per_sample_transform(config: AugmentationConfig, in_channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The config's pipeline for one ``(C, H, W)`` image; see the module docstring for the order."""
+def build_per_sample_transform(
+    config: AugmentationConfig, in_channels: int, view_size: float | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The config's pipeline for one ``(C, H, W)`` image; see the module docstring for the order.
+
+    ``view_size`` (see :attr:`~innerssl.augment.views.ViewGroup.size`): the random resized crop resizes to it,
+    or without a crop the preprocessed image is resized to it; None keeps the preprocess output size.
+    """
     steps: list[Callable[[torch.Tensor], torch.Tensor]] = [v2.ToDtype(torch.float32, scale=True)]
     pre = config.preprocess
     if pre.resize is not None:
@@ -214,7 +262,9 @@ def build_per_sample_transform(config: AugmentationConfig, in_channels: int) -> 
 
     aug = config.augmentation
     if aug.use_random_crop:
-        steps.append(RandomResizedCropToInput(aug.random_crop))
+        steps.append(RandomResizedCropToInput(aug.random_crop, view_size))
+    elif view_size is not None:
+        steps.append(ResizeToView(view_size))
     if aug.use_random_horizontal_flip:
         steps.append(v2.RandomHorizontalFlip(p=aug.random_horizontal_flip.prob))
     if aug.use_random_affine:
@@ -247,10 +297,40 @@ def build_per_sample_transform(config: AugmentationConfig, in_channels: int) -> 
     return PerSampleTransform(steps)
 
 
-def _elastic(config: ElasticConfig) -> v2.ElasticTransform:
-    # torchvision scales the smoothed noise by alpha / size in grid units of 2 / size per pixel, so its
-    # alpha is twice the displacement in pixels that InnerEye's (Simard's) alpha means.
-    return v2.ElasticTransform(alpha=2.0 * config.alpha, sigma=config.sigma)
+class ElasticTransform(nn.Module):
+    """torchvision's ``ElasticTransform`` (the same random numbers, smoothing and displacement), for any image size.
+
+    torchvision smooths the noise with a kernel of ``int(8 sigma + 1)`` pixels and reflect padding, which fails
+    on images smaller than half the kernel (small multi-crop views); there the kernel is cut to the largest one
+    the padding allows, ``2 * side - 1`` (the batched path's ``smooth_noise`` does the same).
+    """
+
+    def __init__(self, config: ElasticConfig) -> None:
+        super().__init__()
+        self.sigma = config.sigma
+        # torchvision scales the smoothed noise by alpha / size in grid units of 2 / size per pixel, so its
+        # alpha is twice the displacement in pixels that InnerEye's (Simard's) alpha means.
+        self.alpha = 2.0 * config.alpha
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        kernel = int(ELASTIC_KERNEL_PER_SIGMA * self.sigma + 1)
+        kernel = min(kernel + 1 - kernel % 2, 2 * min(height, width) - 1)
+        fields = []
+        for size in (width, height):  # x, then y, as torchvision draws them
+            field = torch.rand(1, 1, height, width) * 2 - 1
+            if self.sigma > 0.0:
+                field = F.gaussian_blur(field, [kernel, kernel], [self.sigma, self.sigma])
+            fields.append(field * self.alpha / size)
+        displacement = torch.concat(fields, 1).permute([0, 2, 3, 1])  # 1 x H x W x 2
+        return F.elastic(image, displacement, interpolation=v2.InterpolationMode.BILINEAR, fill=0)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, sigma={self.sigma}"
+
+
+def _elastic(config: ElasticConfig) -> ElasticTransform:
+    return ElasticTransform(config)
 
 
 def _sometimes(

@@ -56,9 +56,7 @@ MISSING_WORKSPACE = (
 
 # Flags that only steer the submission (never passed to the job), and flags the job sets itself.
 AZUREML_FLAGS = frozenset(name for name in AzureMLParameters.param if name != "name")
-JOB_SET_FLAGS = frozenset(
-    {"local_dataset", "extra_local_dataset_paths", "output_dir", "max_num_gpus", "num_nodes"}
-)
+JOB_SET_FLAGS = frozenset({"local_dataset", "extra_local_dataset_paths", "output_dir", "max_num_gpus", "num_nodes"})
 _ASSET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@latest)$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 

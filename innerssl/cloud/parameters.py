@@ -59,8 +59,7 @@ class AzureMLParameters(param.Parameterized):
     azureml_extra_datasets: list[str] = param.List(
         [],
         item_type=str,
-        doc="Data of --extra_local_dataset_paths inside the job, in the same order (same forms as "
-        "--azureml_dataset).",
+        doc="Data of --extra_local_dataset_paths inside the job, in the same order (same forms as --azureml_dataset).",
     )
     azureml_dataset_mode: str = param.Selector(
         objects=DATASET_MODES,

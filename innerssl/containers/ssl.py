@@ -20,7 +20,13 @@ from innerssl.distributed import effective_learning_rate
 from innerssl.errors import UserError
 from innerssl.eval.knn import knn_monitor_for
 from innerssl.eval.metrics import positive_class_weight
-from innerssl.eval.online_linear import METRIC_PREFIX, OnlineLinearHead
+from innerssl.eval.online_linear import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_STATISTICS_MOMENTUM,
+    DEFAULT_STEPS_PER_BATCH,
+    METRIC_PREFIX,
+    online_linear_head_for,
+)
 from innerssl.networks import ENCODERS, EncoderSpec
 from innerssl.networks.options import parse_encoder_options
 from innerssl.networks.registry import family_of
@@ -138,6 +144,34 @@ class SSLContainer(Container):
     dino_base_momentum: float = param.Number(
         0.996, bounds=(0, 1), doc="DINO: initial EMA momentum of the teacher network (cosine schedule to 1)."
     )
+    dino_num_local_crops: int = param.Integer(
+        6,
+        bounds=(0, None),
+        doc="DINO multi-crop: small local crops per image that only the student sees, beside the two global views "
+        "that teacher and student see (the paper: 6 or 10); 0: two-view DINO.",
+    )
+    dino_local_crop_size: float = param.Number(
+        0.43,
+        bounds=(0, None),
+        inclusive_bounds=(False, True),
+        doc="DINO: side of the local crops, a fraction of the global views' side when at most 1 (0.43: 96 px for "
+        "224 px views, 28 px for the 64 px demo), pixels above 1 (e.g. 96). A timm ViT needs "
+        "--encoder_options=...,dynamic_img_size=true for them, and a size divisible by its patch size (or "
+        "dynamic_img_pad=true).",
+    )
+    dino_local_crop_scale: list[float] = param.List(
+        [0.05, 0.4],
+        item_type=float,
+        bounds=(2, 2),
+        doc="DINO: area fraction min,max of the image that a local crop covers (the paper: 0.05,0.4).",
+    )
+    dino_global_crop_scale: list[float] = param.List(
+        [],
+        item_type=float,
+        bounds=(0, 2),
+        doc="DINO: area fraction min,max of the two global views, e.g. 0.4,1 (the paper's with local crops; it "
+        "takes 0.14,1 without); empty (the default): the SSL augmentation config's random_crop.scale.",
+    )
     vicreg_invariance_weight: float = param.Number(
         25.0, bounds=(0, None), doc="VICReg: weight of the invariance (mean squared error) term."
     )
@@ -162,7 +196,10 @@ class SSLContainer(Container):
     linear_head_batch_size: int = param.Integer(256, bounds=(1, None), doc="Linear-head batch size per process.")
     learning_rate: float = param.Number(1e-3, bounds=(0, None), doc="Peak learning rate (after warmup).")
     learning_rate_linear_head_during_ssl_training: float = param.Number(
-        1e-4, bounds=(0, None), doc="Learning rate of the online linear head."
+        DEFAULT_LEARNING_RATE,
+        bounds=(0, None),
+        doc="Learning rate of the online linear head's AdamW steps on standardised embeddings (between the converged "
+        "fits of --linear_head_fit_at_validation, or alone without them).",
     )
     weight_decay: float = param.Number(
         1e-6, bounds=(0, None), doc="Weight decay of the optimizer (not applied to norm layers and biases)."
@@ -195,6 +232,28 @@ class SSLContainer(Container):
     )
     use_balanced_binary_loss_for_linear_head: bool = param.Boolean(
         False, doc="Weight the positive class by negatives/positives in binary linear-head losses."
+    )
+    linear_head_fit_at_validation: bool = param.Boolean(
+        True,
+        doc="At every validation, embed the linear head's labeled training split with the current encoder (preprocess "
+        "only, no augmentation) and replace the online head by a logistic regression fitted to convergence on those "
+        "embeddings (L-BFGS on standardised features, L2 strength chosen by validation AUROC, as the frozen "
+        "linear-probe classifier): linear_head/val_* then read what a converged linear probe of the encoder reads. "
+        "Costs one no-grad pass over the labeled training split per validation (as the kNN monitor) and the fit. "
+        "False: the head learns from the streaming steps only, which can lag a converged probe by 0.05-0.1 AUROC.",
+    )
+    linear_head_steps_per_batch: int = param.Integer(
+        DEFAULT_STEPS_PER_BATCH,
+        bounds=(1, None),
+        doc="Optimizer steps of the online linear head on each labeled batch: the batch is embedded once, so further "
+        "steps cost next to nothing beside the encoder pass.",
+    )
+    linear_head_statistics_momentum: float = param.Number(
+        DEFAULT_STATISTICS_MOMENTUM,
+        bounds=(1e-4, 1),
+        doc="Weight of each labeled batch in the running mean and variance that standardise the online head's "
+        "embeddings (moving averages that follow the encoder's drift: 0.1 weighs about the last 10 batches); the "
+        "converged fit at validation resets them to the labeled training split's.",
     )
 
     # --- augmentation --------------------------------------------------------------------------------
@@ -367,7 +426,13 @@ class SSLContainer(Container):
             linear_head = storage.store_splits(linear_head, str(self.linear_head_dataset_name), ("train", "val"))
         datamodule = SSLDataModule(
             ssl_splits=ssl_splits,
-            ssl_stream=self.image_stream(ssl_config, views=2),
+            # The method's own views (two for most methods; DINO's global and local crops), from its hyperparameters.
+            ssl_stream=ImageStream(
+                ssl_config,
+                self.in_channels,
+                self.augment_on_device,
+                views=ssl_method(self.ssl_training_type).view_groups(self.method_hyperparameters()),
+            ),
             ssl_batch_size=self.ssl_training_batch_size,
             linear_head_splits=linear_head,
             linear_head_train_stream=self.image_stream(linear_head_config) if linear_head_config else None,
@@ -400,6 +465,11 @@ class SSLContainer(Container):
             "projection_dim": self.projection_dim,
             "projection_hidden_dim": self.projection_hidden_dim,
         }
+        arguments.update(self.method_hyperparameters())
+        return arguments
+
+    def method_hyperparameters(self) -> dict:
+        """The chosen method's own arguments (from which it also declares its views, ``view_groups``)."""
         method_specific = {
             "BYOL": {"base_momentum": self.byol_base_momentum},
             "SimCLR": {"temperature": self.simclr_temperature},
@@ -408,6 +478,10 @@ class SSLContainer(Container):
                 "teacher_temperature": self.dino_teacher_temperature,
                 "student_temperature": self.dino_student_temperature,
                 "base_momentum": self.dino_base_momentum,
+                "num_local_crops": self.dino_num_local_crops,
+                "local_crop_size": self.dino_local_crop_size,
+                "local_crop_scale": list(self.dino_local_crop_scale),
+                "global_crop_scale": list(self.dino_global_crop_scale) or None,
             },
             "VICReg": {
                 "invariance_weight": self.vicreg_invariance_weight,
@@ -417,8 +491,7 @@ class SSLContainer(Container):
             "BarlowTwins": {"lambda_param": self.barlow_twins_lambda},
             "MoCoV3": {"temperature": self.mocov3_temperature, "base_momentum": self.mocov3_base_momentum},
         }
-        arguments.update(method_specific.get(self.ssl_training_type, {}))
-        return arguments
+        return method_specific.get(self.ssl_training_type, {})
 
     def create_lightning_module(self, datamodule: pl.LightningDataModule) -> pl.LightningModule:
         module = ssl_method(self.ssl_training_type)(**self.method_arguments())
@@ -430,14 +503,16 @@ class SSLContainer(Container):
         splits = datamodule.linear_head_splits  # type: ignore[attr-defined]
         if splits is None:
             return []
-        callbacks: list[pl.Callback] = [
-            OnlineLinearHead(
-                splits.label_info,
-                learning_rate=self.learning_rate_linear_head_during_ssl_training,
-                positive_weight=self.positive_weight(splits, self.use_balanced_binary_loss_for_linear_head),
-                seed=self.random_seed,
-            )
-        ]
+        head = online_linear_head_for(
+            datamodule,
+            learning_rate=self.learning_rate_linear_head_during_ssl_training,
+            steps_per_batch=self.linear_head_steps_per_batch,
+            statistics_momentum=self.linear_head_statistics_momentum,
+            fit_at_validation=self.linear_head_fit_at_validation,
+            positive_weight=self.positive_weight(splits, self.use_balanced_binary_loss_for_linear_head),
+            seed=self.random_seed,
+        )
+        callbacks: list[pl.Callback] = [head] if head is not None else []
         knn = knn_monitor_for(
             datamodule, k=self.knn_k, temperature=self.knn_temperature, every_n_epochs=self.knn_every_n_epochs
         )

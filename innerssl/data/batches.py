@@ -1,7 +1,9 @@
 """How SSL training batches are laid out; shared by the datamodule, the SSL modules and the monitors."""
 
 SSL_BATCH_KEY = "ssl"
-"""Training batch key of the two-view SSL batch ``((view0, view1), labels)``."""
+"""Training batch key of the SSL batch ``(views, labels)``: ``views`` is a sequence of ``(B, C, H, W)`` batches,
+one per view, in the order of the method's view groups (``SSLModule.view_groups``); views of different groups
+may differ in size."""
 LINEAR_HEAD_BATCH_KEY = "linear_head"
 """Training batch key of the linear-head monitor's labeled batch ``(images, labels)``."""
 SSL_VAL_DATALOADER_INDEX = 0

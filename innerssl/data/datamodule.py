@@ -1,9 +1,10 @@
-"""DataLoaders for SSL training (two augmented views + a labeled linear-head set) and for classifiers.
+"""DataLoaders for SSL training (the method's augmented views + a labeled linear-head set) and for classifiers.
 
-Training batches of SSL runs are dicts ``{"ssl": ((view0, view1), labels), "linear_head": (images,
-labels)}``: the linear head's loader gives exactly one batch per SSL batch (passing over its data as often as
-that takes), so an epoch is one pass over the SSL data. Validation dataloader 0 is the SSL validation set, 1 the
-linear head's.
+Training batches of SSL runs are dicts ``{"ssl": (views, labels), "linear_head": (images, labels)}``, ``views``
+a sequence of view batches in the order of the method's view groups (two for most methods, DINO's global and
+local crops for multi-crop): the linear head's loader gives exactly one batch per SSL batch (passing over its
+data as often as that takes), so an epoch is one pass over the SSL data. Validation dataloader 0 is the SSL
+validation set (the same views as training), 1 the linear head's.
 
 Training loaders draw their order from :class:`~innerssl.data.sampling.ResumableSampler`: a run resumed from a
 mid-epoch checkpoint trains on exactly the batches that epoch had left (the position comes back through
@@ -105,7 +106,10 @@ class StreamDataModule(pl.LightningDataModule):
 
 
 class SSLDataModule(StreamDataModule):
-    """Two-view SSL batches plus, when given, the linear-head monitor's labeled batches.
+    """SSL batches of the method's views plus, when given, the linear-head monitor's labeled batches.
+
+    The SSL validation set goes through the same stream as training, so ``ssl/val_loss`` is the training loss's
+    measure on held-out images (every view, DINO's local crops included).
 
     ``ssl_splits`` and ``linear_head_splits`` hold the stored datasets (see
     :meth:`~innerssl.data.pipeline.ImageStorage.store_splits`); the streams say how they are augmented.
@@ -124,8 +128,8 @@ class SSLDataModule(StreamDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if ssl_stream.views != 2:
-            raise ValueError("The SSL stream must produce two views per image")
+        if ssl_stream.view_groups is None:
+            raise ValueError("The SSL stream must produce the method's views: ImageStream(..., views=<view groups>)")
         if linear_head_splits is not None and (linear_head_train_stream is None or linear_head_eval_stream is None):
             raise ValueError("A linear-head dataset needs a training and an evaluation stream")
         self.ssl_splits = ssl_splits

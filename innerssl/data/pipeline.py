@@ -12,13 +12,14 @@ Two independent choices, both container parameters:
   (:mod:`innerssl.augment.per_sample`), for transforms the batched path lacks.
 
 Either way the encoder receives float32 ``(B, in_channels, H, W)`` batches in [0, 1], and SSL batches carry
-two views, so the modules and monitors do not know which path produced them.
+the views the method declared (:class:`~innerssl.augment.views.ViewGroup`: two views of the config's size for
+most methods, DINO's global and local crops), so the modules and monitors do not know which path produced them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +29,8 @@ from torch.utils.data import Dataset
 
 from innerssl.augment.batched import BatchedAugmentation, build_batched_transform
 from innerssl.augment.config import AugmentationConfig
-from innerssl.augment.per_sample import TwoViews, build_per_sample_transform
+from innerssl.augment.per_sample import MultiViews, build_per_sample_transform
+from innerssl.augment.views import ViewGroup, total_views, with_crop_scale
 from innerssl.data.cache import CacheSettings, FixedSizeDataset, cached_dataset, resolve_settings
 from innerssl.data.datasets.base import DatasetSplits, Split
 
@@ -99,27 +101,46 @@ class ImageStorage:
 class ImageStream:
     """One augmentation config on the way to the encoder: per sample in the loader, or per batch on the device.
 
-    ``views=2`` gives SSL's two independently augmented views of every image. Use :meth:`loader_dataset` for what
-    the DataLoader reads and :meth:`apply` on each ``(images, labels)`` batch once it is on the device (a
-    no-op for the per-sample path, whose loader already yields the encoder's input).
+    ``views``: ``1`` gives one augmented image per item (batches of images: monitors, classifiers). A sequence of
+    :class:`~innerssl.augment.views.ViewGroup` gives an SSL method's views: every group's views, with its size
+    and crop scale, the groups in order; batches then hold a sequence of view batches, one per view, even for a
+    single view. An int ``n >= 2`` is short for ``(ViewGroup(n),)``: ``n`` views of the config's size.
+
+    Use :meth:`loader_dataset` for what the DataLoader reads and :meth:`apply` on each ``(images, labels)`` batch
+    once it is on the device (a no-op for the per-sample path, whose loader already yields the encoder's input).
     """
 
-    def __init__(self, config: AugmentationConfig, in_channels: int, augment_on_device: bool, views: int = 1) -> None:
-        if views not in (1, 2):
-            raise ValueError(f"views must be 1 or 2, got {views}")
+    def __init__(
+        self,
+        config: AugmentationConfig,
+        in_channels: int,
+        augment_on_device: bool,
+        views: int | Sequence[ViewGroup] = 1,
+    ) -> None:
         self.config = config
-        self.views = views
+        self.view_groups: tuple[ViewGroup, ...] | None = _view_groups(views)
+        """The views of every image (None: one image per item, not a tuple of views)."""
         self.batched: BatchedAugmentation | None = None
         self.per_sample: Transform | None = None
         if augment_on_device:
             self.batched = build_batched_transform(config, in_channels)
+        elif self.view_groups is None:
+            self.per_sample = build_per_sample_transform(config, in_channels)
         else:
-            transform = build_per_sample_transform(config, in_channels)
-            self.per_sample = TwoViews(transform) if views == 2 else transform
+            transforms = [
+                build_per_sample_transform(with_crop_scale(config, group.crop_scale), in_channels, group.size)
+                for group in self.view_groups
+            ]
+            self.per_sample = MultiViews([(t, group.count) for t, group in zip(transforms, self.view_groups)])
 
     @property
     def on_device(self) -> bool:
         return self.batched is not None
+
+    @property
+    def views(self) -> int:
+        """Views per image (1 for a stream of plain images)."""
+        return 1 if self.view_groups is None else total_views(self.view_groups)
 
     def loader_dataset(self, stored: Dataset) -> Dataset:
         """What the DataLoader reads: undecodable items are replaced by the next readable one either way."""
@@ -130,12 +151,20 @@ class ImageStream:
         return TransformedDataset(stored, _unchanged)
 
     def to_encoder(self, images: torch.Tensor) -> Any:
-        """Augmented float images (a pair of views when ``views == 2``) from a batch already on the device."""
+        """Augmented float images (a tuple of view batches for a stream of views) from a batch on the device.
+
+        Each view group is one pass of the batched augmentation over the batch repeated ``count`` times, with
+        the group's size and crop scale, drawn from the one random stream of the config.
+        """
         if self.batched is None:
             return images
-        if self.views == 2:
-            return self.batched(images), self.batched(images)
-        return self.batched(images)
+        if self.view_groups is None:
+            return self.batched(images)
+        return tuple(
+            view
+            for group in self.view_groups
+            for view in self.batched.views(images, group.count, group.size, group.crop_scale)
+        )
 
     def apply(self, batch: Any) -> Any:
         """``(images, labels)`` -> ``(to_encoder(images), labels)``."""
@@ -147,6 +176,17 @@ class ImageStream:
     def reseed(self, seed: int) -> None:
         if self.batched is not None:
             self.batched.reseed(seed)
+
+
+def _view_groups(views: int | Sequence[ViewGroup]) -> tuple[ViewGroup, ...] | None:
+    if isinstance(views, int):
+        if isinstance(views, bool) or views < 1:
+            raise ValueError(f"views must be a positive number of views or a sequence of view groups, got {views!r}")
+        return None if views == 1 else (ViewGroup(views),)
+    groups = tuple(views)
+    if not groups or not all(isinstance(group, ViewGroup) for group in groups):
+        raise ValueError(f"views must be a non-empty sequence of ViewGroup, got {views!r}")
+    return groups
 
 
 def _unchanged(image: torch.Tensor) -> torch.Tensor:

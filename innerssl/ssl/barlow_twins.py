@@ -34,6 +34,7 @@ class BarlowTwins(SSLModule):
         self.projector = BarlowTwinsProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=True)
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        view0, view1 = self.checked_views(views)
         z0, z1 = self.projector(self.encoder(torch.cat([view0, view1]))).chunk(2)
         return self.criterion(z0, z1)

@@ -1,20 +1,27 @@
 """The shared base of every SSL method: encoder, optimizer, schedule, logging of the SSL loss.
 
-A method subclass builds its heads in ``__init__`` and implements ``ssl_loss(view0, view1)`` and, where
-the encoder used downstream is not ``self.encoder`` (BYOL's target network), ``embedding_encoder``.
+A method subclass builds its heads in ``__init__``, declares the views it trains on (``view_groups``, a
+classmethod of its hyperparameters, so the data pipeline can make them before the module exists; default:
+two views of the augmentation config's size) and implements ``ssl_loss(*views)``, which receives the views of
+a batch in the order of the groups; where the encoder used downstream is not ``self.encoder`` (BYOL's target
+network), it also implements ``embedding_encoder``.
 
-Batches: during training either ``{"ssl": ((view0, view1), labels), ...}`` (other keys, such as the
-linear head's batch, belong to callbacks) or just ``((view0, view1), labels)``. Validation dataloader 0
-is the SSL validation set; other validation dataloaders belong to callbacks.
+Batches: during training either ``{"ssl": (views, labels), ...}`` (other keys, such as the linear head's
+batch, belong to callbacks) or just ``(views, labels)``, ``views`` a sequence of view batches (or a single
+batch: one view). Validation dataloader 0 is the SSL validation set, with the same views as training; other
+validation dataloaders belong to callbacks.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from innerssl.augment.views import TWO_VIEWS, ViewGroup, total_views
 from innerssl.data.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
 from innerssl.networks import create_encoder
 from innerssl.networks.encoder import describe
@@ -23,12 +30,14 @@ from innerssl.optim import WarmupCosineModule
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
 
 
-def ssl_views(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two augmented views of an SSL batch, in either batch format."""
+def ssl_views(batch: Any) -> list[torch.Tensor]:
+    """The augmented views of an SSL batch, in either batch format; a plain image batch is one view."""
     if isinstance(batch, dict):
         batch = batch[SSL_BATCH_KEY]
     views, _labels = batch
-    return views[0], views[1]
+    if isinstance(views, torch.Tensor):
+        return [views]
+    return list(views)
 
 
 class SSLModule(WarmupCosineModule):
@@ -59,6 +68,34 @@ class SSLModule(WarmupCosineModule):
         self.save_hyperparameters()
         self.encoder = create_encoder(encoder_name, in_channels, **(encoder_options or {}))
         self.feature_dim: int = self.encoder.feature_dim
+        self.declared_views: tuple[ViewGroup, ...] = type(self).view_groups(self.hparams)
+        """The views ``ssl_loss`` takes, from this module's own hyperparameters."""
+
+    @classmethod
+    def view_groups(cls, hyperparameters: Mapping[str, Any] | None = None) -> tuple[ViewGroup, ...]:
+        """The views the method trains on, given its hyperparameters (``__init__``'s keyword arguments; left-out
+        ones take their defaults); ``ssl_loss`` receives the groups' views in this order. Default: two views of
+        the augmentation config's size and crop scale, as BYOL, SimCLR, VICReg, Barlow Twins and MoCo v3 use."""
+        return TWO_VIEWS
+
+    @classmethod
+    def hyperparameters_with_defaults(cls, hyperparameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``hyperparameters`` completed with the defaults of every ``__init__`` in the class hierarchy."""
+        defaults: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if issubclass(klass, SSLModule) and "__init__" in vars(klass):
+                for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                    if parameter.default is not inspect.Parameter.empty:
+                        defaults[name] = parameter.default
+        return {**defaults, **dict(hyperparameters or {})}
+
+    def checked_views(self, views: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        """``views`` when there are as many as the method declared; a mismatch is a wiring bug, said plainly."""
+        expected = total_views(self.declared_views)
+        if len(views) != expected:
+            groups = ", ".join(f"{group.count} {group.role}" for group in self.declared_views)
+            raise ValueError(f"{self.method_name} takes {expected} views per image ({groups}), got {len(views)}")
+        return views
 
     def load_encoder_weights(self, weights: str) -> None:
         """Start the encoder from ``weights`` (none, imagenet or a file; innerssl.networks.weights), and every
@@ -83,7 +120,9 @@ class SSLModule(WarmupCosineModule):
     def trainable_modules(self) -> list[nn.Module]:
         return [self]
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        """The loss of one batch's views, in the order of ``view_groups`` (``ssl_loss(view0, view1)`` for the
+        two-view methods)."""
         raise NotImplementedError
 
     def on_train_batch_start_ssl(self) -> None:
@@ -96,8 +135,7 @@ class SSLModule(WarmupCosineModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         self.on_train_batch_start_ssl()
-        view0, view1 = ssl_views(batch)
-        loss = self.ssl_loss(self._prepare(view0), self._prepare(view1))
+        loss = self.ssl_loss(*(self._prepare(view) for view in ssl_views(batch)))
         self.log("ssl/train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_learning_rate("ssl")
         return loss
@@ -105,8 +143,7 @@ class SSLModule(WarmupCosineModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx != SSL_VAL_DATALOADER_INDEX:
             return
-        view0, view1 = ssl_views(batch)
-        loss = self.ssl_loss(self._prepare(view0), self._prepare(view1))
+        loss = self.ssl_loss(*(self._prepare(view) for view in ssl_views(batch)))
         self.log("ssl/val_loss", loss, on_epoch=True, sync_dist=True, add_dataloader_idx=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

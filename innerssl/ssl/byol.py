@@ -40,7 +40,8 @@ class BYOL(MomentumSSLModule):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        view0, view1 = self.checked_views(views)
         views = torch.cat([view0, view1])
         predictions = self.predictor(self.projector(self.encoder(views)))
         with torch.no_grad():

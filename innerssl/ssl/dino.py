@@ -6,19 +6,28 @@ dimensions. The teacher is an exponential moving average of the student, its mom
 from ``base_momentum`` to 1 that BYOL uses (``innerssl/ssl/momentum.py``). The teacher's outputs are centred
 (a moving average of their batch mean, updated across processes) and sharpened with a low
 ``teacher_temperature``; the student's softmax uses ``student_temperature``. Both avoid collapse together.
-The loss is lightly's ``DINOLoss``: cross-entropy between the teacher on one view and the student on the
-other, both ways.
+The loss is lightly's ``DINOLoss``: the mean cross-entropy between the teacher on each global view and the
+student on every other view (all pairs except a view with itself).
 
-Differences from the paper: only the two global views innerssl's SSL batches hold, no multi-crop (small
-local crops seen only by the student), which the paper adds for accuracy, not for stability; a constant
-teacher temperature (the paper warms it up from 0.04 to 0.07 over 30 epochs, 0.04 throughout is its
-stable setting); the last layer is not frozen in the first epoch. Downstream tasks use the teacher
-encoder, as the paper evaluates.
+Multi-crop (the paper's): the teacher sees the two global views (the augmentation config's size, crop scale
+``global_crop_scale`` or the config's), the student those and ``num_local_crops`` small local crops
+(``local_crop_size``: a fraction of the global side up to 1, pixels above; crop scale ``local_crop_scale``,
+default 0.05-0.4), which teach it to match local details to the global picture. Views of one size go
+through the networks together (as the paper's multi-crop wrapper does), so BatchNorm sees global and local
+crops in separate batches. ``num_local_crops=0`` is two-view DINO, the loss of the two global views both
+ways. Encoders must take the smaller local crops: CNNs do; a timm ViT needs the encoder option
+``dynamic_img_size=true`` (and a local size divisible by its patch size, or ``dynamic_img_pad=true``).
+
+Differences from the paper: a constant teacher temperature (the paper warms it up from 0.04 to 0.07 over 30
+epochs, 0.04 throughout is its stable setting); the last layer is not frozen in the first epoch; every view
+gets the same augmentation config (the paper varies blur and solarization between the global views and the
+local crops). Downstream tasks use the teacher encoder, as the paper evaluates.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +35,16 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from torch import nn
 
+from innerssl.augment.views import ViewGroup, views_of_role
+from innerssl.errors import UserError
 from innerssl.ssl.momentum import MomentumSSLModule, momentum_copy
+
+GLOBAL_VIEWS = 2
+"""The teacher's views: two global crops, as in the paper."""
+DEFAULT_LOCAL_CROP_SIZE = 0.43
+"""Local crop side as a fraction of the global side: 96 px for 224 px global crops, the paper's sizes."""
+DEFAULT_LOCAL_CROP_SCALE = (0.05, 0.4)
+"""Area fraction of the local crops (the paper's; its global crops take 0.4-1)."""
 
 
 class DINO(MomentumSSLModule):
@@ -40,13 +58,24 @@ class DINO(MomentumSSLModule):
         teacher_temperature: float = 0.04,
         student_temperature: float = 0.1,
         base_momentum: float = 0.996,
+        num_local_crops: int = 6,
+        local_crop_size: float = DEFAULT_LOCAL_CROP_SIZE,
+        global_crop_scale: Sequence[float] | None = None,
+        local_crop_scale: Sequence[float] = DEFAULT_LOCAL_CROP_SCALE,
         **base_arguments: Any,
     ) -> None:
         """``projection_hidden_dim``: the head's MLP width (paper: 2048); ``projection_dim``: its bottleneck
         (256); ``output_dim``: the dimensions of the softmax (65536); ``teacher_temperature`` (0.04) and
         ``student_temperature`` (0.1) of the softmaxes; ``base_momentum``: the teacher's initial EMA momentum
-        (0.996), cosine schedule to 1."""
+        (0.996), cosine schedule to 1. Multi-crop: ``num_local_crops`` (6; 0: two-view DINO) local crops of
+        side ``local_crop_size`` (a fraction of the global side up to 1, pixels above; 0.43: 96 of 224 px) and
+        area fraction ``local_crop_scale`` (0.05-0.4); ``global_crop_scale``: the global views' area fraction
+        (None: the augmentation config's; the paper takes 0.4-1 with local crops)."""
         super().__init__(**base_arguments)
+        self.global_positions = views_of_role(self.declared_views, "global")
+        self.local_positions = views_of_role(self.declared_views, "local")
+        if self.local_positions:
+            check_encoder_takes_other_sizes(self.encoder, self.hparams.encoder_name)
         self.student_head = self._head(projection_hidden_dim, projection_dim, output_dim)
         self.teacher_encoder = momentum_copy(self.encoder)
         # The head's weight norm cannot be deep-copied: the teacher's head is built anew and loads the student's.
@@ -60,6 +89,23 @@ class DINO(MomentumSSLModule):
             student_temp=student_temperature,
         )
 
+    @classmethod
+    def view_groups(cls, hyperparameters: Mapping[str, Any] | None = None) -> tuple[ViewGroup, ...]:
+        """Two global views (teacher and student) and ``num_local_crops`` local crops (student only)."""
+        settings = cls.hyperparameters_with_defaults(hyperparameters)
+        global_scale = crop_scale(settings["global_crop_scale"], "--dino_global_crop_scale", allow_none=True)
+        groups = [ViewGroup(GLOBAL_VIEWS, crop_scale=global_scale, role="global")]
+        num_local_crops = int(settings["num_local_crops"])
+        if num_local_crops < 0:
+            raise UserError(f"--dino_num_local_crops must be >= 0, got {num_local_crops}")
+        if num_local_crops > 0:
+            size = float(settings["local_crop_size"])
+            if not size > 0:
+                raise UserError(f"--dino_local_crop_size must be > 0 (a fraction up to 1, or pixels), got {size:g}")
+            local_scale = crop_scale(settings["local_crop_scale"], "--dino_local_crop_scale")
+            groups.append(ViewGroup(num_local_crops, size=size, crop_scale=local_scale, role="local"))
+        return tuple(groups)
+
     def _head(self, hidden_dim: int, bottleneck_dim: int, output_dim: int) -> DINOProjectionHead:
         with warnings.catch_warnings():  # lightly's head uses torch.nn.utils.weight_norm, deprecated in torch
             warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
@@ -71,14 +117,51 @@ class DINO(MomentumSSLModule):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.teacher_encoder), (self.student_head, self.teacher_head)]
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
-        views = torch.cat([view0, view1])
-        student = self.student_head(self.encoder(views)).chunk(2)
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        views = tuple(self.checked_views(views))
+        global_views = torch.cat([views[i] for i in self.global_positions])
+        count = len(self.global_positions)
+        student = list(self.student_head(self.encoder(global_views)).chunk(count))
+        if self.local_positions:
+            # One pass for all local crops: they share a size (a second batch for BatchNorm, as in the paper).
+            local_views = torch.cat([views[i] for i in self.local_positions])
+            student += self.student_head(self.encoder(local_views)).chunk(len(self.local_positions))
         with torch.no_grad():
-            teacher = self.teacher_head(self.teacher_encoder(views)).chunk(2)
+            teacher = self.teacher_head(self.teacher_encoder(global_views)).chunk(count)
         # DINOLoss moves the teacher centre on every call; validation batches must leave it as training left it.
         center = None if self.training else self.criterion.center.detach().clone()
-        loss = self.criterion(list(teacher), list(student), teacher_temp=self.hparams.teacher_temperature)
+        # The student's first views are the teacher's, in the same order: DINOLoss leaves out those same-view pairs.
+        loss = self.criterion(list(teacher), student, teacher_temp=self.hparams.teacher_temperature)
         if center is not None:
             self.criterion.center.copy_(center)
         return loss
+
+
+def crop_scale(value: Sequence[float] | None, flag: str, allow_none: bool = False) -> tuple[float, float] | None:
+    """A crop scale hyperparameter as ``(min, max)``; empty or None means the config's (where allowed)."""
+    if value is None or len(value) == 0:
+        if allow_none:
+            return None
+        raise UserError(f"{flag} needs two numbers min,max (area fractions), got none")
+    if len(value) != 2 or not 0 < float(value[0]) <= float(value[1]) <= 1:
+        shown = ",".join(f"{float(v):g}" for v in value)
+        raise UserError(f"{flag} must be two area fractions min,max with 0 < min <= max <= 1, got {shown}")
+    return float(value[0]), float(value[1])
+
+
+def check_encoder_takes_other_sizes(encoder: nn.Module, encoder_name: str) -> None:
+    """Local crops are smaller than the global views: a ViT built for one image size cannot embed them."""
+    if getattr(encoder, "feature_layout", None) != "tokens":
+        return  # CNNs pool whatever size they get
+    network = getattr(encoder, "model", None)
+    if getattr(network, "dynamic_img_size", False):
+        return
+    hint = (
+        "add dynamic_img_size=true to --encoder_options (a timm ViT then interpolates its position embeddings)"
+        if network is not None and hasattr(network, "dynamic_img_size")
+        else "use a CNN or a timm ViT with --encoder_options=...,dynamic_img_size=true"
+    )
+    raise UserError(
+        f"DINO's local crops are smaller than its global views, and {encoder_name} takes one image size: {hint}, "
+        "or train two-view DINO with --dino_num_local_crops=0"
+    )

@@ -76,7 +76,8 @@ class MoCoV3(MomentumSSLModule):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        view0, view1 = self.checked_views(views)
         views = torch.cat([view0, view1])
         q0, q1 = self.predictor(self.projector(self.encoder(views))).chunk(2)
         with torch.no_grad():

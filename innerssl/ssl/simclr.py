@@ -28,6 +28,7 @@ class SimCLR(SSLModule):
         self.projector = SimCLRProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        view0, view1 = self.checked_views(views)
         z0, z1 = self.projector(self.encoder(torch.cat([view0, view1]))).chunk(2)
         return self.criterion(z0, z1)

@@ -43,6 +43,7 @@ class VICReg(SSLModule):
             gather_distributed=True,
         )
 
-    def ssl_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+    def ssl_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        view0, view1 = self.checked_views(views)
         z0, z1 = self.projector(self.encoder(torch.cat([view0, view1]))).chunk(2)
         return self.criterion(z0, z1)

@@ -28,6 +28,8 @@ from innerssl.augment.config import (
     parse_augmentation_config,
 )
 from innerssl.augment.per_sample import LUMINANCE_WEIGHTS, build_per_sample_transform
+from innerssl.augment.views import ViewGroup
+from innerssl.data.pipeline import ImageStream
 from tests.augment.all_on import all_on_config
 
 AUGMENTATIONS = Path(__file__).resolve().parents[2] / "augmentations"
@@ -392,6 +394,54 @@ def test_affine_after_crop_fills_zero_outside() -> None:
     assert out[0, 0, SIZE // 2, SIZE // 2] > 0.5
 
 
+def test_crop_to_another_view_size_matches_resized_crop() -> None:
+    x = images(3, 3)
+    view = 16
+    # Boxes no larger than the view (upsampling) match torchvision's antialiased resize; the larger one (a
+    # downsampled local crop) matches bilinear sampling without antialiasing, which is what warp does.
+    boxes = torch.tensor([[3.0, 5.0, 16.0, 12.0], [0.0, 0.0, 8.0, 8.0], [10.0, 0.0, 22.0, 20.0]])
+    out = batched.warp(x, boxes=boxes, view_shape=(view, view))
+    assert out.shape == (3, 3, view, view)
+    for i, (top, left, height, width) in enumerate(boxes.int().tolist()):
+        antialias = max(height, width) <= view
+        expected = F.resized_crop(x[i], top, left, height, width, [view, view], BILINEAR, antialias=antialias)
+        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
+
+
+def test_a_view_size_without_a_crop_resizes_the_whole_image() -> None:
+    x = images(2, 1)
+    out = batched.warp(x, view_shape=(24, 24))
+    expected = F.resize(x, [24, 24], BILINEAR, antialias=False)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_fused_geometry_at_another_view_size_equals_the_sequence() -> None:
+    # As test_fused_crop_flip_affine_equals_the_sequence, with the crop resized to a 20 px view: the affine
+    # acts on the view (its translations in view pixels), as RandomResizedCrop(20) then RandomAffine would.
+    view = 20
+    ys, xs = torch.meshgrid(
+        torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
+    )
+    ramp = (0.2 + 0.015 * xs + 0.008 * ys).expand(2, 1, SIZE, SIZE).contiguous()
+    boxes = torch.tensor([[4.0, 6.0, 20.0, 24.0], [0.0, 2.0, 30.0, 28.0]])
+    flips = torch.tensor([True, False])
+    angles, translations, shears = (
+        torch.tensor([12.0, -8.0]),
+        torch.tensor([[1.0, -1.0], [0.0, 2.0]]),
+        torch.tensor([6.0, -4.0]),
+    )
+    out = batched.warp(ramp, boxes, flips, angles, translations, shears, view_shape=(view, view))
+    centre = slice(6, 14)
+    for i, (top, left, height, width) in enumerate(boxes.int().tolist()):
+        expected = F.resized_crop(ramp[i], top, left, height, width, [view, view], BILINEAR, antialias=False)
+        if flips[i]:
+            expected = F.horizontal_flip(expected)
+        expected = F.affine(
+            expected, float(angles[i]), translations[i].tolist(), 1.0, [float(shears[i]), 0.0], BILINEAR
+        )
+        torch.testing.assert_close(out[i, :, centre, centre], expected[:, centre, centre], atol=1e-4, rtol=0)
+
+
 def test_crop_boxes_follow_torchvision_sampler() -> None:
     boxes = batched.sample_crop_boxes(400, 40, 50, (0.3, 0.6), (0.75, 4 / 3), generator(), torch.device("cpu"))
     top, left, height, width = boxes.unbind(1)
@@ -658,6 +708,67 @@ def test_erasing_in_the_pipeline_writes_zero_boxes() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# View groups: other sizes and crop scales, several views in one pass
+
+MULTI_CROP = (ViewGroup(2, crop_scale=(0.4, 1.0)), ViewGroup(3, size=0.5, crop_scale=(0.05, 0.4), role="local"))
+"""DINO-style views of the test configs: two 32 px global views and three 16 px local crops."""
+
+
+@pytest.mark.parametrize(("size", "expected"), [(None, SIZE), (0.5, 16), (12, 12), (1.0, SIZE)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_views_have_the_groups_size_relative_or_in_pixels(size: float | None, expected: int, channels: int) -> None:
+    transform = build_batched_transform(config_from(ALL_ON), channels)
+    out = transform(torch.randint(0, 256, (3, 1, 40, 44), dtype=torch.uint8), view_size=size)
+    assert out.shape == (3, channels, expected, expected) and out.is_contiguous()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_SWITCHES))
+def test_every_switch_works_at_another_view_size(name: str) -> None:
+    transform = build_batched_transform(only(*SINGLE_SWITCHES[name]), 1)
+    out = transform(torch.randint(0, 256, (3, 1, 40, 44), dtype=torch.uint8), view_size=14)
+    assert out.shape == (3, 1, 14, 14)
+
+
+def test_views_are_one_pass_over_the_repeated_batch() -> None:
+    x = torch.randint(0, 256, (4, 1, 40, 44), dtype=torch.uint8)
+    first = build_batched_transform(config_from(ALL_ON), 1, seed=3).views(x, 3, 0.5, (0.05, 0.4))
+    again = build_batched_transform(config_from(ALL_ON), 1, seed=3)(x.repeat(3, 1, 1, 1), 0.5, (0.05, 0.4))
+    assert len(first) == 3 and all(view.shape == (4, 1, 16, 16) and view.is_contiguous() for view in first)
+    torch.testing.assert_close(torch.cat(first), again, rtol=0, atol=0)
+    for a, b in ((0, 1), (1, 2), (0, 2)):  # every view of an image has its own random parameters
+        assert not torch.allclose(first[a], first[b])
+    empty = build_batched_transform(config_from(ALL_ON), 1).views(x[:0], 2, 0.5)
+    assert [tuple(view.shape) for view in empty] == [(0, 1, 16, 16)] * 2
+
+
+def test_a_groups_crop_scale_replaces_the_configs_and_switches_the_crop_on() -> None:
+    config = only("use_random_horizontal_flip", "random_horizontal_flip", {"prob": 0.5})
+    transform = build_batched_transform(config, 1)
+    geometry = transform.steps_for(None, (0.05, 0.1))[0]
+    assert geometry.crop is not None and geometry.crop.scale == (0.05, 0.1) and geometry.flip_prob == 0.5
+    assert transform.steps_for(None, (0.05, 0.1)) is transform.steps_for(None, (0.05, 0.1))  # built once
+    assert transform.steps_for() is transform.steps
+    # A 5-10 % crop of a gradient covers a narrow band of it: much less spread than the whole image.
+    x = images(8, 1).sub(0.5 * torch.rand(8, 1, SIZE, SIZE)).clamp(0, 1)
+    cropped = transform(x, crop_scale=(0.05, 0.1))
+    spread = lambda batch: (batch.amax(dim=(1, 2, 3)) - batch.amin(dim=(1, 2, 3))).mean()  # noqa: E731
+    assert spread(cropped) < 0.6 * spread(x)
+
+
+def test_every_view_of_a_stream_comes_from_one_random_stream() -> None:
+    x = torch.randint(0, 256, (4, 1, 40, 44), dtype=torch.uint8)
+    first, second = (ImageStream(config_from(ALL_ON), 1, True, views=MULTI_CROP) for _ in range(2))
+    first.reseed(5)
+    second.reseed(5)
+    views = first.to_encoder(x)
+    assert [tuple(view.shape) for view in views] == [(4, 1, SIZE, SIZE)] * 2 + [(4, 1, 16, 16)] * 3
+    for a, b in zip(views, second.to_encoder(x)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert first.batched is not None and len(first.batched._generators) == 1
+
+
+# ----------------------------------------------------------------------------------------------------
 # Selection paths and host synchronisation
 
 
@@ -708,6 +819,33 @@ def test_mask_path_never_synchronises(channels: int, monkeypatch: pytest.MonkeyP
     with _ForbidHostSync():
         out = transform(x)
     assert out.shape == (4, channels, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mask_path_of_multi_size_views_never_synchronises(channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = ImageStream(config_from(ALL_ON), channels, True, views=MULTI_CROP)
+    x = torch.randint(0, 256, (4, channels, 40, 44), dtype=torch.uint8)
+    resize_only = build_batched_transform(config_from({"preprocess": ALL_ON["preprocess"]}), channels)
+    monkeypatch.setattr(batched, "uses_index_subsets", lambda device: False)
+    with _ForbidHostSync():
+        views = stream.to_encoder(x)
+        resized = resize_only.views(x, 2, view_size=12)  # a view size without a crop: the whole-image box
+    assert [tuple(view.shape) for view in views] == [(4, channels, SIZE, SIZE)] * 2 + [(4, channels, 16, 16)] * 3
+    assert [tuple(view.shape) for view in resized] == [(4, channels, 12, 12)] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_multi_size_views_run_without_synchronising() -> None:
+    stream = ImageStream(config_from(ALL_ON), 3, True, views=MULTI_CROP)
+    x = torch.randint(0, 256, (8, 1, 40, 44), dtype=torch.uint8, device="cuda")
+    stream.to_encoder(x)  # warm up (lazy initialisation may synchronise)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        views = stream.to_encoder(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [tuple(view.shape) for view in views] == [(8, 3, SIZE, SIZE)] * 2 + [(8, 3, 16, 16)] * 3
+    assert all(view.device == x.device and view.min() >= 0.0 and view.max() <= 1.0 for view in views)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

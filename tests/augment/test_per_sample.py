@@ -7,17 +7,20 @@ from typing import Any
 
 import pytest
 import torch
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from innerssl.augment.config import AugmentationConfig, load_augmentation_config, parse_augmentation_config
 from innerssl.augment.per_sample import (
     LUMINANCE_WEIGHTS,
     ChannelAwareColorJitter,
+    MultiViews,
     RandomGaussianBlur,
     ToChannels,
     TwoViews,
     build_per_sample_transform,
 )
+from innerssl.augment.views import view_shape, with_crop_scale
 from tests.augment.all_on import all_on_config
 
 AUGMENTATIONS = Path(__file__).resolve().parents[2] / "augmentations"
@@ -72,6 +75,41 @@ def test_two_views_differ() -> None:
     assert isinstance(views, tuple) and len(views) == 2
     assert views[0].shape == views[1].shape
     assert not torch.equal(views[0], views[1])
+
+
+@pytest.mark.parametrize(("size", "expected"), [(None, 32), (0.5, 16), (12, 12)])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_a_view_size_sets_the_output_size(size: float | None, expected: int, in_channels: int) -> None:
+    out = build_per_sample_transform(config_from(ALL_ON), in_channels, view_size=size)(image(1, 48, 56))
+    assert out.shape == (in_channels, expected, expected)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_a_view_size_without_a_crop_resizes_the_preprocessed_image() -> None:
+    config = config_from({"preprocess": {"resize": 40, "center_crop_size": 32}})
+    x = image(1, 48, 64)
+    expected = F.resize(F.center_crop(F.resize(x, [40], antialias=True), [32, 32]), [16, 16], antialias=True)
+    torch.testing.assert_close(build_per_sample_transform(config, 1, view_size=0.5)(x), expected)
+
+
+def test_multi_views_give_each_groups_views_in_order() -> None:
+    config = config_from(ALL_ON)
+    local = with_crop_scale(config, (0.05, 0.4))
+    assert local.augmentation.random_crop.scale == (0.05, 0.4) and local.augmentation.use_random_crop
+    assert with_crop_scale(config, None) is config
+    views = MultiViews(
+        [(build_per_sample_transform(config, 1), 2), (build_per_sample_transform(local, 1, view_size=0.5), 3)]
+    )(image(1, 48, 56))
+    assert [tuple(view.shape) for view in views] == [(1, 32, 32)] * 2 + [(1, 16, 16)] * 3
+    assert not torch.equal(views[2], views[3])
+
+
+def test_view_shape_rules() -> None:
+    assert view_shape(None, 20, 30) == (20, 30)
+    assert view_shape(0.5, 20, 30) == (10, 10)  # a fraction of the shorter side
+    assert view_shape(96, 224, 224) == (96, 96)
+    assert view_shape(0.43, 224, 224) == (96, 96)  # DINO's default local crops of 224 px global views
+    assert view_shape(0.01, 20, 20) == (1, 1)
 
 
 def test_each_call_draws_new_parameters() -> None:
@@ -160,6 +198,22 @@ def test_elastic_changes_pixels() -> None:
     out = build_per_sample_transform(config, 1)(x)
     assert out.shape == x.shape
     assert not torch.allclose(out, x)
+
+
+def test_elastic_is_torchvisions_and_also_takes_images_smaller_than_its_kernel() -> None:
+    x = image(1, 40, 48)
+    ours = build_per_sample_transform(
+        only("use_elastic_transform", "elastic_transform", sigma=3, alpha=10, p_apply=1.0), 1
+    )
+    theirs = v2.ElasticTransform(alpha=20.0, sigma=3.0)  # torchvision's alpha is twice InnerEye's (pixels)
+    torch.manual_seed(0)
+    expected = theirs(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(ours(x), expected, rtol=0, atol=0)
+    small = image(1, 12, 12)  # sigma 4: torchvision's 33 px kernel cannot reflect-pad a 12 px image
+    config = only("use_elastic_transform", "elastic_transform", sigma=4, alpha=4, p_apply=1.0)
+    out = build_per_sample_transform(config, 1)(small)
+    assert out.shape == small.shape and not torch.allclose(out, small)
 
 
 def test_affine_and_flip_change_geometry() -> None:

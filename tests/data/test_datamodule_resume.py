@@ -1,9 +1,11 @@
 """Training loaders that continue where a checkpoint stopped, and a labeled batch for every SSL batch."""
 
+import pytest
 import torch
 from torch.utils.data import Dataset
 
 from innerssl.augment.config import parse_augmentation_config
+from innerssl.augment.views import ViewGroup
 from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.datamodule import ClassifierDataModule, SSLDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabelInfo
@@ -11,6 +13,8 @@ from innerssl.data.pipeline import ImageStream
 from innerssl.data.sampling import TrainingPosition
 
 PREPROCESS = parse_augmentation_config({"preprocess": {"resize": 8}}, "test")
+MULTI_CROP = (ViewGroup(2, crop_scale=(0.4, 1.0)), ViewGroup(2, size=4, crop_scale=(0.05, 0.4), role="local"))
+"""DINO-style views: their crops of the constant images keep each image's value, so batches still tell items."""
 
 
 class Numbered(Dataset):
@@ -38,10 +42,10 @@ def items(batch: torch.Tensor) -> list[int]:
     return [round(float(image[0, 0, 0]) * 1000) for image in batch]
 
 
-def ssl_module(ssl_size: int, labeled_size: int) -> SSLDataModule:
+def ssl_module(ssl_size: int, labeled_size: int, views: int | tuple[ViewGroup, ...] = 2) -> SSLDataModule:
     return SSLDataModule(
         ssl_splits=splits(ssl_size),
-        ssl_stream=ImageStream(PREPROCESS, in_channels=1, augment_on_device=False, views=2),
+        ssl_stream=ImageStream(PREPROCESS, in_channels=1, augment_on_device=False, views=views),
         ssl_batch_size=4,
         linear_head_splits=splits(labeled_size),
         linear_head_train_stream=stream(),
@@ -61,20 +65,21 @@ def test_a_labeled_batch_for_every_ssl_batch_whatever_the_sizes():
             assert len(set(items(images))) == len(images) == 3  # no image twice in a batch
 
 
-def test_a_mid_epoch_position_leaves_out_the_batches_already_trained_on():
-    fresh = ssl_module(ssl_size=24, labeled_size=24)
+@pytest.mark.parametrize("views", [2, MULTI_CROP], ids=["two_views", "multi_crop"])
+def test_a_mid_epoch_position_leaves_out_the_batches_already_trained_on(views):
+    fresh = ssl_module(ssl_size=24, labeled_size=24, views=views)
     loader = fresh.train_dataloader()[SSL_BATCH_KEY]
     loader.sampler.set_epoch(2)
-    whole_epoch = [items(views[0]) for views, _ in loader]
+    whole_epoch = [items(batch_views[0]) for batch_views, _ in loader]
     assert sorted(i for batch in whole_epoch for i in batch) == list(range(24))
 
-    resumed = ssl_module(ssl_size=24, labeled_size=24)
+    resumed = ssl_module(ssl_size=24, labeled_size=24, views=views)
     resumed.load_state_dict({"position": TrainingPosition(epoch=2, batches_done=4, world_size=1).as_dict()})
     loaders = resumed.train_dataloader()
     ssl, labeled = loaders[SSL_BATCH_KEY], loaders[LINEAR_HEAD_BATCH_KEY]
     # Lightning restores its own batch counter and needs the whole epoch's length; the iterator gives the rest.
     assert len(ssl) == len(labeled) == 6
-    rest = [items(views[0]) for views, _ in ssl]
+    rest = [items(batch_views[-1]) for batch_views, _ in ssl]  # the last view: a local crop with multi-crop
     assert rest == whole_epoch[4:]
     assert len(list(labeled)) == 2
 

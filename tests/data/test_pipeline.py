@@ -8,9 +8,10 @@ import torch
 from torch.utils.data import Dataset
 
 from innerssl.augment.config import parse_augmentation_config
+from innerssl.augment.views import ViewGroup
 from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.cache import CacheSettings, FixedSizeDataset
-from innerssl.data.datamodule import ClassifierDataModule, SSLDataModule
+from innerssl.data.datamodule import ClassifierDataModule, SSLDataModule, make_loader
 from innerssl.data.datasets.base import DatasetSplits, LabelInfo
 from innerssl.data.pipeline import ImageStorage, ImageStream, TransformedDataset, stream_seed
 from innerssl.runner import main
@@ -30,6 +31,9 @@ VIEWS = parse_augmentation_config(
     },
     "test views",
 )
+MULTI_CROP = (ViewGroup(2, crop_scale=(0.4, 1.0)), ViewGroup(3, size=0.5, crop_scale=(0.05, 0.4), role="local"))
+"""Two 20 px global views and three 10 px local crops of the test config."""
+MULTI_CROP_SHAPES = [(20, 20)] * 2 + [(10, 10)] * 3
 
 
 class FloatImages(Dataset):
@@ -125,6 +129,32 @@ def test_device_stream_reads_stored_integers_and_augments_whole_batches(tmp_path
     assert not torch.equal(view0, view1)  # two independent draws
 
 
+@pytest.mark.parametrize("on_device", [False, True], ids=["per_sample", "on_device"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_stream_of_view_groups_gives_every_view_in_the_groups_order(tmp_path, on_device, channels):
+    stream = ImageStream(VIEWS, in_channels=channels, augment_on_device=on_device, views=MULTI_CROP)
+    assert stream.views == 5 and stream.view_groups == MULTI_CROP
+    stored = storage(tmp_path, decode_cache=on_device, fixed_size=on_device).store(FloatImages(), "test")
+    loader = make_loader(stream.loader_dataset(stored), batch_size=4, num_workers=0)
+    views, labels = stream.apply(next(iter(loader)))
+    assert len(views) == 5 and labels.shape == (4,)
+    assert [tuple(view.shape[-2:]) for view in views] == MULTI_CROP_SHAPES
+    assert all(view.shape[:2] == (4, channels) and view.dtype == torch.float32 for view in views)
+    assert all(0 <= float(view.min()) and float(view.max()) <= 1 for view in views)
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[2], views[3])
+
+
+def test_a_single_view_group_still_gives_a_sequence_of_views():
+    images = torch.randint(0, 256, (3, 1, 24, 24), dtype=torch.uint8)
+    views = ImageStream(VIEWS, 1, True, views=[ViewGroup(1)]).to_encoder(images)
+    assert isinstance(views, tuple) and len(views) == 1 and views[0].shape == (3, 1, 20, 20)
+    assert isinstance(ImageStream(VIEWS, 1, True).to_encoder(images), torch.Tensor)  # a plain stream: images
+    with pytest.raises(ValueError, match="views"):
+        ImageStream(VIEWS, 1, True, views=0)
+    with pytest.raises(ValueError, match="views"):
+        ImageStream(VIEWS, 1, True, views=[])
+
+
 def test_device_stream_is_reproducible_under_its_seed():
     images = torch.randint(0, 256, (4, 1, 24, 24), dtype=torch.uint8)
     first, second = (ImageStream(VIEWS, 1, augment_on_device=True) for _ in range(2))
@@ -176,6 +206,21 @@ def test_ssl_datamodule_augments_each_loader_with_its_stream_after_the_transfer(
     torch.testing.assert_close(evaluated, expected)
 
 
+def test_ssl_datamodule_gives_the_methods_views_in_training_and_validation():
+    datamodule = SSLDataModule(
+        ssl_splits=DatasetSplits(FloatImages(), FloatImages(), None, BINARY),
+        ssl_stream=ImageStream(VIEWS, 1, True, views=MULTI_CROP),
+        ssl_batch_size=2,
+    )
+    images = torch.randint(0, 256, (3, 1, 24, 24), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0])
+    for training in (True, False):  # SSL validation: the same views as training
+        views, _ = with_trainer(datamodule, training=training).on_after_batch_transfer((images, labels), 0)
+        assert [tuple(view.shape[-2:]) for view in views] == MULTI_CROP_SHAPES
+    with pytest.raises(ValueError, match="the method's views"):
+        SSLDataModule(DatasetSplits(FloatImages(), FloatImages(), None, BINARY), ImageStream(VIEWS, 1, True), 2)
+
+
 def test_device_augmentations_differ_between_processes():
     def first_views(rank: int) -> torch.Tensor:
         datamodule = SSLDataModule(
@@ -213,9 +258,7 @@ def test_classifier_datamodule_augments_training_batches_only():
     ids=["per_sample_no_cache", "per_sample_from_cache", "on_device_no_cache"],
 )
 def test_every_pipeline_combination_trains_and_monitors(tmp_path, decode_cache, augment_on_device):
-    flags = tiny_demo_flags(
-        tmp_path, num_epochs=1, decode_cache=decode_cache, augment_on_device=augment_on_device
-    )
+    flags = tiny_demo_flags(tmp_path, num_epochs=1, decode_cache=decode_cache, augment_on_device=augment_on_device)
     assert main(["--model=DemoSimCLR", *flags]) == 0
     metrics = pd.read_csv(tmp_path / "outputs" / "DemoSimCLR" / "test" / "metrics.csv")
     for column in ("ssl/train_loss", "ssl/val_loss", "linear_head/val_auroc", "knn/val_auroc"):

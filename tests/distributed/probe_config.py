@@ -55,6 +55,16 @@ class SamplingRecorder(pl.Callback):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.val: list[dict[str, Any]] = []
+        self.seen_in_training: dict[str, list[int]] = {}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Only the training loop's reads: the augmentation previews (aug/*.png) read a few images at train start.
+        SEEN.clear()
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The epoch's training reads end here: the linear head's fit at validation reads its whole training split.
+        if not trainer.sanity_checking:
+            self.seen_in_training = {key: list(indices) for key, indices in SEEN.items()}
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -67,7 +77,7 @@ class SamplingRecorder(pl.Callback):
             "epoch": trainer.current_epoch,
             "train": {key: describe(loader) for key, loader in trainer.train_dataloader.items()},
             "val": self.val,
-            "seen": SEEN,
+            "seen": self.seen_in_training,
         }
         path = self.folder / f"probe_rank{trainer.global_rank}_epoch{trainer.current_epoch}.json"
         path.write_text(json.dumps(record))

@@ -37,9 +37,7 @@ def test_cache_is_written_once_and_reused(tmp_path):
 
 
 def test_builder_splits_and_items(tmp_path):
-    options = DatasetOptions(
-        seed=3, val_fraction=0.2, test_fraction=0.1, demo={"num_images": 50, "image_size": 16}
-    )
+    options = DatasetOptions(seed=3, val_fraction=0.2, test_fraction=0.1, demo={"num_images": 50, "image_size": 16})
     splits = build_demo(tmp_path, options)
     assert len(splits.train) + len(splits.val) + len(splits.test) == 50
     assert len(splits.val) == 10 and len(splits.test) == 5
