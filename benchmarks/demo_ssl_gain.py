@@ -6,9 +6,15 @@ For every method and seed this runs the SSL config exactly as a user does (``pyt
 
 1. the demo's labeled train, validation and test splits of that seed (the container's own dataset, so the split is
    the run's) are embedded once, with the linear-head config's preprocess only (no augmentation);
-2. an L2-regularised logistic regression is fitted to convergence on standardised features by full-batch L-BFGS
-   (:func:`innerssl.eval.linear_probe.fit_linear_probe`), the strength chosen by validation AUROC from a grid;
+2. for every ``--label_fractions`` entry, an L2-regularised logistic regression is fitted to convergence on
+   standardised features of that seeded, stratified fraction of the training split (the classifier's
+   ``--label_fraction`` subset) by full-batch L-BFGS (:func:`innerssl.eval.linear_probe.fit_linear_probe`), the
+   strength chosen by validation AUROC from a grid: what ``DemoClassifier --label_fraction=<f>`` fits;
 3. the chosen model's test AUROC is the score.
+
+The quick start's classifier uses 5% of the labels (64 images: labels are scarce, unlabeled images are not); PASS
+is judged there (``--pass_fractions``). With all 1,280 labels a random ResNet-18 already reaches ~0.99 test AUROC
+on the demo, which leaves no room for a gain of 0.03.
 
 The baseline is the same probe on randomly initialised encoders of the same architecture (one per seed, paired
 with the SSL run of that seed, so both see the same split). Prints per seed and mean +- std, the gain of each
@@ -17,7 +23,7 @@ every method's mean test AUROC beats random's by at least ``--target_gain`` (def
 
 Examples::
 
-    python benchmarks/demo_ssl_gain.py                                   # BYOL and SimCLR, seeds 1,2,3
+    python benchmarks/demo_ssl_gain.py                                   # BYOL, SimCLR; seeds 1,2,3; 5% and all labels
     python benchmarks/demo_ssl_gain.py --methods=SimCLR --seeds=1 --num_epochs=2
     python benchmarks/demo_ssl_gain.py --random_only                     # the random-encoder rows only
     python benchmarks/demo_ssl_gain.py --reuse_runs                      # probe existing runs again, no SSL
@@ -58,7 +64,7 @@ from innerssl.registry import find_model  # noqa: E402
 from innerssl.runner import parse_flags  # noqa: E402
 
 MODELS = {"BYOL": "DemoBYOL", "SimCLR": "DemoSimCLR"}
-DEMO_LABEL_FRACTION = 0.1
+DEMO_LABEL_FRACTION = 0.05
 """The labeled share of the demo's training split that the quick start's classifier uses (DemoClassifier)."""
 RANDOM = "random"
 TIMING_FILE = "demo_ssl_gain_timing.json"

@@ -1,6 +1,7 @@
 """Runs killed with SIGKILL (no clean-up, as a preemption or the OOM killer does) resume from checkpoints/last.ckpt.
 
-- the README's demo configuration, killed at a random point of epoch 3 of 4: exactly that epoch is repeated;
+- a demo configuration as shipped (DemoBYOL: the demo data, batch size and loaders; a momentum target too), killed
+  at a random point of epoch 3 of 4: exactly that epoch is repeated;
 - a kill during a (slowed) checkpoint write: the previous epoch's file is intact and the run resumes from it;
 - the timed checkpoint (--checkpoint_every_n_minutes): a run killed mid-epoch resumes mid-epoch.
 """
@@ -73,7 +74,8 @@ def resume(command: list[str], log: Path, env: dict[str, str] | None = None) -> 
 
 
 def test_readme_demo_killed_in_epoch_3_of_4_repeats_exactly_that_epoch(tmp_path):
-    # The README's demo (python runner.py --model=DemoBYOL: its data, batch size, 2 loader workers), 4 epochs.
+    # A shipped demo config as a user runs it (python runner.py --model=DemoBYOL: its data, batch size, 2 loader
+    # workers; BYOL also has a momentum target to restore), 4 epochs.
     command = [
         sys.executable,
         RUNNER,
