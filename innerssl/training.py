@@ -91,6 +91,21 @@ def add_file_logging(path: Path) -> logging.Handler:
     return handler
 
 
+def open_run_folder(container: Container, model_name: str, folder: RunFolder) -> logging.Handler:
+    """Global rank 0's start of a run: the folder, its log.txt (the returned handler, for the caller to remove)
+    and config.yaml."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    handler = add_file_logging(folder.log_file)
+    try:
+        config = {"model": model_name, **container.config_dict()}
+        folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    except BaseException:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        raise
+    return handler
+
+
 def best_checkpoint_callback(container: Container, folder: RunFolder) -> ModelCheckpoint | None:
     """best.ckpt by the container's monitored metric (None where the container monitors none)."""
     monitor = container.checkpoint_monitor()
@@ -158,14 +173,9 @@ def train(container: Container, model_name: str) -> RunResult:
     same_folder = rank_zero or run_name is not None or container.resume
     previous_run_name = os.environ.get(RUN_NAME_ENV)
     os.environ[RUN_NAME_ENV] = folder.root.name  # the processes Lightning launches for DDP inherit it
-    handler: logging.Handler | None = None
-    if rank_zero:
-        folder.root.mkdir(parents=True, exist_ok=True)
-        handler = add_file_logging(folder.log_file)
+    handler = open_run_folder(container, model_name, folder) if rank_zero else None
     try:
         if rank_zero:
-            config = {"model": model_name, **container.config_dict()}
-            folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
             logger.info("Run folder: %s", folder.root)
         pl.seed_everything(container.random_seed, workers=True)
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from innerssl.containers.ssl import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
@@ -50,19 +49,14 @@ def evaluation_device(container: SSLClassifierContainer) -> torch.device:
 
 def run_knn_evaluation(container: SSLClassifierContainer, model_name: str) -> RunResult:
     """Embed the labeled training subset, classify the validation and test images by kNN votes, write the run."""
-    from innerssl.training import RunResult, add_file_logging  # training imports the containers, which import this
+    from innerssl.training import RunResult, open_run_folder  # training imports the containers, which import this
 
     container.validate()
     rank_zero = is_global_zero(container)
     folder = resolve_run_folder(container.output_root(), model_name, container.run_name, resume=False)
-    handler: logging.Handler | None = None
-    if rank_zero:
-        folder.root.mkdir(parents=True, exist_ok=True)
-        handler = add_file_logging(folder.log_file)
+    handler = open_run_folder(container, model_name, folder) if rank_zero else None
     try:
         if rank_zero:
-            config = {"model": model_name, **container.config_dict()}
-            folder.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
             logger.info("Run folder: %s (kNN evaluation, k=%d)", folder.root, container.knn_k)
         pl.seed_everything(container.random_seed, workers=True)
         datamodule = container.create_datamodule(folder.root if rank_zero else None)

@@ -356,9 +356,9 @@ def test_affine_matches_torchvision_affine() -> None:
         torch.testing.assert_close(out[i], expected, atol=1e-4, rtol=0)
 
 
-def test_fused_crop_flip_affine_equals_the_sequence() -> None:
-    # Bilinear interpolation is exact for an intensity that is linear in x and y, so away from the
-    # borders one fused resampling must equal torchvision's three: this pins the order and the maths.
+def ramp_and_geometry() -> tuple[torch.Tensor, ...]:
+    """Two images of an intensity linear in x and y (bilinear resampling is exact on them) and fixed crop boxes,
+    flips, angles, translations and shears for them."""
     ys, xs = torch.meshgrid(
         torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
     )
@@ -370,6 +370,13 @@ def test_fused_crop_flip_affine_equals_the_sequence() -> None:
         torch.tensor([[1.0, -1.0], [0.0, 2.0]]),
         torch.tensor([6.0, -4.0]),
     )
+    return ramp, boxes, flips, angles, translations, shears
+
+
+def test_fused_crop_flip_affine_equals_the_sequence() -> None:
+    # Bilinear interpolation is exact for an intensity that is linear in x and y, so away from the
+    # borders one fused resampling must equal torchvision's three: this pins the order and the maths.
+    ramp, boxes, flips, angles, translations, shears = ramp_and_geometry()
     out = batched.warp(ramp, boxes, flips, angles, translations, shears)
     centre = slice(10, 22)
     for i, (top, left, height, width) in enumerate(boxes.int().tolist()):
@@ -419,17 +426,7 @@ def test_fused_geometry_at_another_view_size_equals_the_sequence() -> None:
     # As test_fused_crop_flip_affine_equals_the_sequence, with the crop resized to a 20 px view: the affine
     # acts on the view (its translations in view pixels), as RandomResizedCrop(20) then RandomAffine would.
     view = 20
-    ys, xs = torch.meshgrid(
-        torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
-    )
-    ramp = (0.2 + 0.015 * xs + 0.008 * ys).expand(2, 1, SIZE, SIZE).contiguous()
-    boxes = torch.tensor([[4.0, 6.0, 20.0, 24.0], [0.0, 2.0, 30.0, 28.0]])
-    flips = torch.tensor([True, False])
-    angles, translations, shears = (
-        torch.tensor([12.0, -8.0]),
-        torch.tensor([[1.0, -1.0], [0.0, 2.0]]),
-        torch.tensor([6.0, -4.0]),
-    )
+    ramp, boxes, flips, angles, translations, shears = ramp_and_geometry()
     out = batched.warp(ramp, boxes, flips, angles, translations, shears, view_shape=(view, view))
     centre = slice(6, 14)
     for i, (top, left, height, width) in enumerate(boxes.int().tolist()):
