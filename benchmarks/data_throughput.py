@@ -11,14 +11,15 @@ another folder, or generated images when there is none), in image PAIRS per seco
 (c) innerssl's cache with the per-sample pipeline (what the cache alone gives);
 
 first as loaders alone, then as full BYOL training steps (resnet18 on the CPU, resnet50 on a GPU) next to a
-compute-only step on device-resident random input. Beside these two-view figures, DINO's multi-crop views (2 x 224
-px global crops, scale 0.4-1, + ``--local_crops`` x ``--local_view_size`` px local crops, scale 0.05-0.4; the
-views DINO declares for these settings) in IMAGES per second (all views of an image each): (a) and (b) as loaders,
-and (b) as DINO training steps next to its compute-only step (``--local_crops=0`` leaves the multi-crop rows out).
-Every phase runs in its own process, so its peak RSS (main process, and largest loader worker) is its own. Prints
-the ratios b/a and, for training, b/compute. Folders with fewer images than a few batches are repeated
-(``--repeat_items``), so that batches of 256 fill an epoch. ``benchmarks/gpu_check.py`` reuses these loaders and
-steps (``parse_args`` takes a flag list).
+compute-only step on device-resident random input. Beside these two-view figures, DINO's multi-crop views (2 global
+crops of ``--view_size``, scale 0.4-1, + ``--local_crops`` local crops, scale 0.05-0.4, of DINO's default size
+relative to the global side, 96 px of 224, or ``--local_view_size`` px; the views DINO declares for these settings)
+in IMAGES per second (all views of an image each): (a) and (b) as loaders, and (b) as DINO training steps next to
+its compute-only step (``--local_crops=0`` leaves the multi-crop rows out). Every phase runs in its own process, so
+its peak RSS (main process, and largest loader worker) is its own. Prints the ratios b/a, for training b/compute,
+and innerssl's multi-crop images/s against its two-view images/s (a pair is one image) of the same run. Folders
+with fewer images than a few batches are repeated (``--repeat_items``), so that batches of 256 fill an epoch.
+``benchmarks/gpu_check.py`` reuses these loaders and steps (``parse_args`` takes a flag list).
 
     python benchmarks/data_throughput.py                       # defaults for this machine
     python benchmarks/data_throughput.py --images=/data/nih/images_001/images --batch_size=256 --precision=bf16
@@ -27,6 +28,7 @@ steps (``parse_args`` takes a flag list).
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import multiprocessing
 import os
@@ -75,10 +77,12 @@ BLUR_PROBABILITY = 0.5
 SOLARIZE_THRESHOLD = 0.5
 SOLARIZE_PROBABILITY = 0.2
 
-# DINO's multi-crop (the paper's): 2 global crops of VIEW_SIZE, LOCAL_CROPS local crops of LOCAL_VIEW_SIZE.
+# DINO's multi-crop (the paper's): 2 global crops of VIEW_SIZE, LOCAL_CROPS local crops of LOCAL_VIEW_SIZE px.
 GLOBAL_CROP_SCALE = (0.4, 1.0)
+"""The paper's global crop scale with local crops (DINO's own default is the augmentation config's)."""
 LOCAL_CROPS = 6
 LOCAL_VIEW_SIZE = 96
+"""What DINO's default relative local size gives for VIEW_SIZE; other view sizes get that fraction of theirs."""
 LOCAL_CROP_SCALE = (0.05, 0.4)
 MULTI_CROP = "multi_crop"
 """Suffix of the multi-crop pipelines' kinds (``innerssl_multi_crop``, ``baseline_multi_crop``) and the compute
@@ -278,11 +282,22 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
     )
 
 
+def dino_defaults() -> dict[str, Any]:
+    """DINO's constructor defaults (its multi-crop settings among them), read from its signature: the flags of a
+    DINO run default to these, and the SSL container need not list them."""
+    from innerssl.ssl.dino import DINO
+
+    parameters = inspect.signature(DINO.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def multi_crop_hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    """DINO's multi-crop settings of this benchmark: 2 global crops, ``--local_crops`` of ``--local_view_size`` px."""
+    """DINO's multi-crop settings of this benchmark: 2 global crops, ``--local_crops`` local crops of
+    ``--local_view_size`` px, or (0) of DINO's default size relative to the global views."""
+    size = float(args.local_view_size) if args.local_view_size > 0 else float(dino_defaults()["local_crop_size"])
     return {
         "num_local_crops": args.local_crops,
-        "local_crop_size": float(args.local_view_size),
+        "local_crop_size": size,
         "global_crop_scale": list(GLOBAL_CROP_SCALE),
         "local_crop_scale": list(LOCAL_CROP_SCALE),
     }
@@ -290,9 +305,9 @@ def multi_crop_hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def multi_crop_groups(args: argparse.Namespace) -> tuple[ViewGroup, ...]:
     """The views DINO declares for the multi-crop settings (what a DINO run's stream makes)."""
-    from innerssl.ssl import ssl_method
+    from innerssl.ssl.dino import DINO
 
-    return ssl_method(MULTI_CROP_METHOD).view_groups(multi_crop_hyperparameters(args))
+    return DINO.view_groups(multi_crop_hyperparameters(args))
 
 
 def loader_batches(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[Iterator[Any], Callable]:
@@ -493,7 +508,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=LOCAL_CROPS,
         help="multi-crop rows: DINO's local crops per image beside 2 global views (0: no such rows)",
     )
-    parser.add_argument("--local_view_size", type=int, default=LOCAL_VIEW_SIZE, help="side of the local crops, pixels")
+    parser.add_argument(
+        "--local_view_size",
+        type=int,
+        default=0,
+        help=f"side of the local crops in pixels (0: DINO's default fraction of --view_size, {LOCAL_VIEW_SIZE} of "
+        f"{VIEW_SIZE})",
+    )
     parser.add_argument(
         "--repeat_items",
         type=int,
@@ -536,6 +557,11 @@ def print_multi_crop_rows(args: argparse.Namespace, mode: str, rates: dict[str, 
         print(f"  ratio innerssl / baseline (multi-crop): {second / first:.1f}x")
     else:
         print(f"  innerssl / compute-only (multi-crop): {first / second:.0%}")
+    two_view, multi_crop = rates[f"innerssl:{mode}"], rates[f"innerssl_{MULTI_CROP}:{mode}"]
+    print(
+        f"  innerssl multi-crop vs two-view: {multi_crop:.1f} vs {two_view:.1f} images/s, ratio "
+        f"{multi_crop / two_view:.2f}x ({total_views(multi_crop_groups(args))} vs 2 views per image)"
+    )
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ Sections, in the order they run (the most important first, so a deadline cuts th
 - ``data.decode_cache``: builds innerssl's decode cache of the images (default: the 216 real 1024 px PNGs of the
   NIH sample beside the repository, ``../shared/data/nih-sample/images``; generated 1024 px PNGs if it is absent).
 - ``augmentation.no_sync``: the batched on-device augmentation (every shipped YAML config, the all-switches-on
-  test config and the benchmark's views, 1 and 3 channels, and the pinned-copy + augment path of a training
-  batch) under ``torch.cuda.set_sync_debug_mode("error")``: any host-device synchronisation fails it.
+  test config and the benchmark's views, 1 and 3 channels, each also as multi-crop views of two sizes, and the
+  pinned-copy + augment path of a training batch, two views and DINO's 2 global + 6 local crops) under
+  ``torch.cuda.set_sync_debug_mode("error")``: any host-device synchronisation fails it.
 - ``throughput.BYOL`` and ``throughput.SimCLR``: ResNet-50 training steps on 224 px views of those images in
   batches of 256 pairs, in fp32, bf16 + channels_last, and bf16 + channels_last + torch.compile: compute-only
   (fixed random views already on the GPU), end-to-end with innerssl's pipeline (decode cache read by loader
@@ -33,8 +34,11 @@ Sections, in the order they run (the most important first, so a deadline cuts th
   training, when innerssl has a way to ask for DDP with one process (``--force_ddp``); ``ddp.two_gpus``: a real
   2-process run when the machine has 2 GPUs.
 - ``training.fp16_run``: DemoSimCLR with ``--precision=16-mixed`` (gradient scaler, fp16 logits).
-- ``throughput.DINO_multi_crop``, ``throughput.ViT``: skipped with the reason the code gives (no multi-crop
-  parameter on DINO, no ViT in the encoder registry) until they exist.
+- ``throughput.DINO_multi_crop``: DINO training steps on its multi-crop views (2 global views of 224 px + 6 local
+  crops of DINO's default relative size, 96 px), bf16 + channels_last (fp32 in CPU mode): compute-only and both
+  end-to-end pipelines as above, in images/s (all 8 views of an image each; the ``pairs_per_s`` column) and steps/s.
+- ``throughput.ViT``: BYOL with a ViT encoder; skipped with the reason the code gives while the encoder registry
+  has no ViT (as ``throughput.DINO_multi_crop`` is when DINO has no multi-crop parameter).
 
 The runs' facts (strategy, backend, SyncBatchNorm layers, compiled networks, precision, steps, losses, peak
 memory) come from a callback of ``benchmarks/gpu_check_configs.py`` (the demo configs plus that callback).
@@ -156,6 +160,11 @@ class Plan:
     ssl_run_flags: dict[str, str]
     classifier_run_flags: dict[str, str]
     short_run_flags: dict[str, str]
+    dino_setting: str = "bf16_channels_last"
+    """The setting (of ``settings``) of the DINO multi-crop steps: one only, as a step with 8 views costs several."""
+    dino_local_crops: int = 6
+    dino_options: dict[str, Any] = field(default_factory=dict)
+    """DINO constructor arguments beyond its multi-crop ones (the CPU mode's tiny head); {}: DINO's defaults."""
 
     @property
     def cpu(self) -> bool:
@@ -289,6 +298,9 @@ def cpu_plan(deadline_s: float | None, compile_backend: str | None) -> Plan:
         ssl_run_flags={"precision": "bf16-mixed" if bf16 else "32", "channels_last": "true", "compile": "false"},
         classifier_run_flags={"precision": "bf16-mixed" if bf16 else "32", "channels_last": "true"},
         short_run_flags={},
+        # fp32: always available, and bf16 on a CPU is no faster; a tiny head (DINO's is 2048 -> 256 -> 65536 wide).
+        dino_setting="fp32",
+        dino_options={"projection_hidden_dim": 64, "projection_dim": 32, "output_dim": 256},
     )
 
 
@@ -440,6 +452,17 @@ def section_data(context: Context, emit: Emit) -> None:
     run_check(context, emit, "data.decode_cache", "decode cache of the source images", build)
 
 
+NO_SYNC_MULTI_CROP_LOCAL = (3, 0.5, (0.05, 0.4))
+"""count, relative size and crop scale of the local crops that augmentation.no_sync adds to each config's 2 views."""
+
+
+def no_sync_multi_crop() -> tuple[Any, ...]:
+    from innerssl.augment.views import ViewGroup
+
+    count, size, scale = NO_SYNC_MULTI_CROP_LOCAL
+    return (ViewGroup(2), ViewGroup(count, size=size, crop_scale=scale, role="local"))
+
+
 def augmentation_cases(context: Context) -> list[tuple[str, Any]]:
     """(name, AugmentationConfig) of every shipped YAML config, the all-on test config and the benchmark views."""
     from innerssl.augment.config import load_augmentation_config, parse_augmentation_config
@@ -459,6 +482,7 @@ def augmentation_cases(context: Context) -> list[tuple[str, Any]]:
 
 def section_augmentation(context: Context, emit: Emit) -> None:
     from innerssl.augment.batched import build_batched_transform
+    from innerssl.augment.views import view_shape
     from innerssl.data.pipeline import ImageStream
 
     def no_sync(figures: dict[str, Any]) -> None:
@@ -478,6 +502,7 @@ def section_augmentation(context: Context, emit: Emit) -> None:
                 torch.cuda.set_sync_debug_mode("default")
 
         checked = []
+        multi_crop_groups = no_sync_multi_crop()
         for name, config in augmentation_cases(context):
             for channels in (1, 3):
                 transform = build_batched_transform(config, channels)
@@ -491,6 +516,18 @@ def section_augmentation(context: Context, emit: Emit) -> None:
                 require(out.device == images.device and out.shape[:2] == (8, channels), f"{name}: shape {out.shape}")
                 require(bool(out.min() >= 0) and bool(out.max() <= 1), f"{name}: values outside [0, 1]")
                 checked.append(f"{name}/{channels}ch")
+                # Multi-crop: two views of the config's size and three half-size local crops with their own scale.
+                multi_crop = ImageStream(config, channels, True, views=multi_crop_groups)
+                multi_crop.to_encoder(images)
+                try:
+                    with no_host_sync():
+                        views = multi_crop.to_encoder(images)
+                except RuntimeError as error:
+                    raise AssertionError(f"{name}, {channels} channel(s), multi-crop: {one_line(error)}") from error
+                sides = sorted({view.shape[-1] for view in views})
+                require(len(views) == 5 and len(sides) == 2, f"{name}: multi-crop views of sides {sides}")
+                require(all(bool(v.min() >= 0) and bool(v.max() <= 1) for v in views), f"{name}: multi-crop range")
+                checked.append(f"{name}/{channels}ch/multi-crop")
         # The path of a training batch: pinned uint8 batch -> non-blocking copy -> two augmented views.
         plan = context.plan
         stream = ImageStream(data_throughput.project_config(plan.cache_size, plan.view_size), 1, True, views=2)
@@ -501,6 +538,15 @@ def section_augmentation(context: Context, emit: Emit) -> None:
             view0, view1 = stream.to_encoder(batch.to(device, non_blocking=True))
         require(view0.shape == (16, 1, plan.view_size, plan.view_size), f"views {tuple(view0.shape)}")
         checked.append("pinned copy + two views")
+        # The same with DINO's multi-crop views (what a DINO run's training batch becomes).
+        groups = data_throughput.multi_crop_groups(dino_args(context))
+        dino_stream = ImageStream(data_throughput.project_config(plan.cache_size, plan.view_size), 1, True, groups)
+        dino_stream.to_encoder(batch.to(device, non_blocking=True))
+        with no_host_sync():
+            views = dino_stream.to_encoder(batch.to(device, non_blocking=True))
+        expected = [view_shape(g.size, plan.view_size, plan.view_size) for g in groups for _ in range(g.count)]
+        require([tuple(v.shape[-2:]) for v in views] == expected, f"DINO views {[tuple(v.shape) for v in views]}")
+        checked.append(f"pinned copy + DINO's {data_throughput.multi_crop_label(dino_args(context))}")
         figures.update(cases=len(checked), configs=", ".join(checked))
         if not cuda:
             figures["_status"] = SKIPPED
@@ -526,14 +572,20 @@ def peak_memory_mib(device: torch.device) -> float | None:
 
 
 def measure_compute_only(
-    context: Context, args: Any, step: Callable[[torch.Tensor, torch.Tensor], None], figures: dict[str, Any]
+    context: Context,
+    args: Any,
+    step: Callable[..., None],
+    figures: dict[str, Any],
+    view_sides: list[tuple[int, int]] | None = None,
 ) -> float:
-    """Pairs/s of the step on fixed random views already on the device (the GPU's own ceiling)."""
+    """Pairs (images) per second of the step on fixed random views already on the device (the GPU's own ceiling);
+    ``view_sides``: (height, width) of each view (default: two of the plan's view size)."""
     plan = context.plan
     device = torch.device(plan.device)
-    views = torch.rand(2, plan.batch_size, 1, plan.view_size, plan.view_size, device=device)
+    sides = view_sides or [(plan.view_size, plan.view_size)] * 2
+    views = [torch.rand(plan.batch_size, 1, *side, device=device) for side in sides]
     start = time.perf_counter()
-    step(views[0], views[1])  # compiles, when compiling, and picks the convolution kernels
+    step(*views)  # compiles, when compiling, and picks the convolution kernels
     data_throughput.synchronize(device)
     figures["first_step_s"] = round(time.perf_counter() - start, 2)
     rate = data_throughput.timed_pairs_per_second(
@@ -619,28 +671,50 @@ def throughput_group(
 
 
 def throughput_setting(
-    context: Context, emit: Emit, setting: Setting, method: str, encoder: str, prefix: str, encoder_options: str
+    context: Context,
+    emit: Emit,
+    setting: Setting,
+    method: str,
+    encoder: str,
+    prefix: str,
+    encoder_options: str,
+    multi_crop: bool = False,
 ) -> None:
-    """Compute-only, then the two end-to-end pipelines with the same step (module, optimizer, compiled code)."""
+    """Compute-only, then the two end-to-end pipelines with the same step (module, optimizer, compiled code);
+    ``multi_crop``: DINO's multi-crop views (data_throughput's ``*_multi_crop`` loaders), rates in images/s."""
     plan = context.plan
     device = torch.device(plan.device)
     ids = [f"{prefix}.{setting.name}.{pipeline}" for pipeline in PIPELINES]
-    titles = [f"{method} {encoder}, {setting.name}: {PIPELINE_TITLES[pipeline]}" for pipeline in PIPELINES]
+    what = f"{method} {encoder}" + (f" multi-crop ({multi_crop_views(context)})" if multi_crop else "")
+    titles = [f"{what}, {setting.name}: {PIPELINE_TITLES[pipeline]}" for pipeline in PIPELINES]
     if setting.skip_reason or context.time_left() < plan.measurement_cap_s:
         reason = setting.skip_reason or "global deadline reached before this setting"
         for check_id, title in zip(ids, titles):
             emit(CheckResult(check_id, title, SKIPPED, reason=reason))
         return
     torch.manual_seed(0)
-    args = throughput_args(context, setting, method, encoder, encoder_options)
+    args = (dino_args if multi_crop else throughput_args)(context, setting, method, encoder, encoder_options)
     measured: dict[str, Any] = {}  # the step and its compute-only rate, for the end-to-end measurements
+    multi_crop_figures: dict[str, Any] = {}
+    hyperparameters: dict[str, Any] | None = None
+    view_sides: list[tuple[int, int]] | None = None
+    if multi_crop:
+        from innerssl.augment.views import total_views, view_shape
+
+        hyperparameters = {**data_throughput.multi_crop_hyperparameters(args), **plan.dino_options}
+        groups = data_throughput.multi_crop_groups(args)
+        view_sides = [view_shape(g.size, plan.view_size, plan.view_size) for g in groups for _ in range(g.count)]
+        multi_crop_figures = {"views": f"{total_views(groups)} ({multi_crop_views(context)})", "unit": "images/s"}
+
+    def per_step(rate: float) -> dict[str, Any]:
+        return {"steps_per_s": round(rate / plan.batch_size, 3), **multi_crop_figures} if multi_crop else {}
 
     def compute_only(figures: dict[str, Any]) -> None:
         reset_peak_memory(device)
-        step = data_throughput.ssl_step(args, device)
-        rate = measure_compute_only(context, args, step, figures)
+        step = data_throughput.ssl_step(args, device, method, hyperparameters)
+        rate = measure_compute_only(context, args, step, figures, view_sides)
         measured.update(step=step, rate=rate)
-        figures.update(pairs_per_s=round(rate, 1), peak_gpu_mib=peak_memory_mib(device))
+        figures.update(pairs_per_s=round(rate, 1), peak_gpu_mib=peak_memory_mib(device), **per_step(rate))
 
     def end_to_end(figures: dict[str, Any], kind: str) -> None:
         if "step" not in measured:
@@ -653,11 +727,14 @@ def throughput_setting(
             pairs_per_s=round(rate, 1),
             vs_compute=round(rate / measured["rate"], 3),
             peak_gpu_mib=peak_memory_mib(device),
+            **per_step(rate),
         )
 
+    suffix = f"_{data_throughput.MULTI_CROP}" if multi_crop else ""
     run_check(context, emit, ids[0], titles[0], compute_only)
     for check_id, title, pipeline in zip(ids[1:], titles[1:], PIPELINES[1:]):
-        run_check(context, emit, check_id, title, lambda figures, kind=LOADER_KIND[pipeline]: end_to_end(figures, kind))
+        kind = LOADER_KIND[pipeline] + suffix
+        run_check(context, emit, check_id, title, lambda figures, kind=kind: end_to_end(figures, kind))
 
 
 def section_throughput_byol(context: Context, emit: Emit) -> None:
@@ -729,15 +806,19 @@ def vit_encoder(mode: str) -> tuple[str | None, str, str]:
     return None, "", f"innerssl lists ViT encoders but its BYOL cannot be built with one ({'; '.join(errors)})"
 
 
-def dino_multi_crop_parameters() -> list[str]:
-    """DINO's multi-crop (local crops) parameters, on its method class or the SSL container; [] while it has none."""
-    from innerssl.containers.ssl import SSLContainer
-    from innerssl.ssl import SSL_METHODS
+DINO_MULTI_CROP_PARAMETERS = ("num_local_crops", "local_crop_size", "global_crop_scale", "local_crop_scale")
+"""DINO's constructor arguments that the multi-crop steps set (a DINO run's ``--dino_<name>`` flags)."""
 
-    dino = SSL_METHODS.get("DINO")
-    names = list(inspect.signature(dino.__init__).parameters) if dino is not None else []
-    names += [name for name in SSLContainer.parameters() if name.startswith("dino")]
-    return sorted({name for name in names if "crop" in name.lower() or "local" in name.lower()})
+
+def dino_multi_crop_parameters() -> list[str]:
+    """DINO's multi-crop (local crops) parameters, from its constructor's signature: where a run's configuration
+    keeps them (the SSL container or a method registry) does not matter here; [] without DINO."""
+    try:
+        from innerssl.ssl.dino import DINO
+    except ImportError:
+        return []
+    names = inspect.signature(DINO.__init__).parameters
+    return sorted(name for name in names if "crop" in name.lower() or "local" in name.lower())
 
 
 def unavailable_reason(section_id: str, mode: str) -> str:
@@ -745,13 +826,9 @@ def unavailable_reason(section_id: str, mode: str) -> str:
     if section_id == "throughput.ViT":
         return vit_encoder(mode)[2]
     if section_id == "throughput.DINO_multi_crop":
-        parameters = dino_multi_crop_parameters()
-        if not parameters:
-            return "innerssl's DINO takes the two global views only: no multi-crop (local crops) parameter"
-        return (
-            f"DINO has multi-crop ({', '.join(parameters)}), but this script has no multi-crop step yet: add one to "
-            "benchmarks/gpu_check.py"
-        )
+        missing = sorted(set(DINO_MULTI_CROP_PARAMETERS) - set(dino_multi_crop_parameters()))
+        if missing:
+            return f"innerssl's DINO has no multi-crop parameter {', '.join(missing)} (takes the global views only)"
     return ""
 
 
@@ -761,10 +838,30 @@ def section_throughput_vit(context: Context, emit: Emit) -> None:
     throughput_group(context, emit, "BYOL", encoder, "throughput.ViT", options)
 
 
+def dino_setting(plan: Plan) -> Setting:
+    return next(setting for setting in plan.settings if setting.name == plan.dino_setting)
+
+
+def dino_args(
+    context: Context, setting: Setting | None = None, method: str = "DINO", encoder: str = "", encoder_options: str = ""
+) -> Any:
+    """data_throughput's settings for DINO's multi-crop steps: its local crops beside the plan's views (their size:
+    data_throughput's default, DINO's relative default)."""
+    args = throughput_args(context, setting, method, encoder, encoder_options)
+    args.local_crops = context.plan.dino_local_crops
+    return args
+
+
+def multi_crop_views(context: Context) -> str:
+    """E.g. ``2 x 224 + 6 x 96 px views (8 per image)``."""
+    return data_throughput.multi_crop_label(dino_args(context))
+
+
 def section_throughput_dino_multi_crop(context: Context, emit: Emit) -> None:
-    # Not reached while unavailable_reason() names a reason, which it does until a multi-crop step is written here.
-    reason = unavailable_reason("throughput.DINO_multi_crop", context.plan.mode)
-    emit(CheckResult("throughput.DINO_multi_crop", "DINO multi-crop", SKIPPED, reason=reason))
+    setting = dino_setting(context.plan)
+    throughput_setting(
+        context, emit, setting, "DINO", context.plan.encoder, "throughput.DINO_multi_crop", "", multi_crop=True
+    )
 
 
 # --- sections: training runs through innerssl's runner ---------------------------------------------------
@@ -1010,7 +1107,9 @@ SECTIONS: tuple[Section, ...] = (
         lambda plan: throughput_ids("throughput.ViT")(plan) if vit_encoder(plan.mode)[0] else ["throughput.ViT"],
     ),
     Section(
-        "throughput.DINO_multi_crop", section_throughput_dino_multi_crop, lambda plan: ["throughput.DINO_multi_crop"]
+        "throughput.DINO_multi_crop",
+        section_throughput_dino_multi_crop,
+        lambda plan: [f"throughput.DINO_multi_crop.{plan.dino_setting}.{pipeline}" for pipeline in PIPELINES],
     ),
 )
 
@@ -1178,6 +1277,9 @@ def note_of(result: CheckResult) -> str:
         "encoder_tensors_equal",
         "loader_may_bound",
         "capped_at_s",
+        "views",
+        "unit",
+        "steps_per_s",
         "note",
     ):
         if name in figures and figures[name] not in (None, "", {}):

@@ -36,7 +36,7 @@ class NIH_RSNA_SimCLR(NIH_RSNA_BYOL):
 
 
 class NIH_RSNA_DINO(NIH_RSNA_BYOL):
-    """DINO (two global views, no multi-crop) on NIH ChestX-ray14, linear head on RSNA Pneumonia; paper's head."""
+    """DINO with the paper's multi-crop (2 global, 6 local crops) and head on NIH ChestX-ray14, linear head on RSNA."""
 
     ssl_training_type = "DINO"
     projection_hidden_dim = 2048

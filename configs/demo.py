@@ -35,7 +35,7 @@ class DemoSimCLR(DemoBYOL):
 
 
 class DemoDINO(DemoBYOL):
-    """DINO (two global views, no multi-crop) on the embedded demo radiographs, data and schedule of DemoBYOL."""
+    """DINO with multi-crop (2 global views, 6 local crops of 28 px) on the demo radiographs, DemoBYOL's schedule."""
 
     ssl_training_type = "DINO"
     dino_output_dim = 2048

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def _same_definition(first: object, second: object) -> bool:
+    """The same class or function defined again: a user's --config_module file imported a second time."""
+    return all(
+        getattr(first, attribute, None) == getattr(second, attribute, None) is not None
+        for attribute in ("__module__", "__qualname__")
+    )
+
+
 def _did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" Did you mean '{close[0]}'?" if close else ""
@@ -47,7 +55,8 @@ class Registry(Generic[T]):
         so a run that uses two of them reads both from one folder unless told otherwise."""
 
         def decorator(entry: T) -> T:
-            if name in self._entries and self._entries[name] is not entry:
+            known = self._entries.get(name)
+            if known is not None and known is not entry and not _same_definition(known, entry):
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._entries[name] = entry
             self._folder_families[name] = folder_family or name

@@ -20,7 +20,8 @@ USAGE = (
     "usage: python runner.py --model=NAME [--config_module=MODULE_OR_FILE.py] [--help] [--param=value ...]\n"
     "  --model          the model (a container class in configs/ or in --config_module)\n"
     "  --config_module  a module (dotted name or .py file) with your own container classes\n"
-    "  --help           with --model, lists every parameter of that model with its documentation"
+    "  --help           with --model, lists every parameter of that model with its documentation (with\n"
+    "                   --ssl_training_type=NAME, that SSL method's parameters)"
 )
 RUNNER_FLAGS = ("model", "config_module", "help")
 EXIT_USER_ERROR = 2
@@ -63,11 +64,12 @@ def submitted_or_prepared(
     Otherwise the run happens here; a classifier's --pretraining_run_id is resolved to its checkpoint first.
     The Azure SDK is imported only when one of these flags is given.
     """
+    # Containers without the cloud group (innerssl.cloud.parameters) run here.
     wanted = (
-        container.azureml,
-        container.azureml_dry_run,
-        container.pretraining_run_id is not None,
-        container.pretraining_outputs_folder is not None,
+        getattr(container, "azureml", False),
+        getattr(container, "azureml_dry_run", False),
+        getattr(container, "pretraining_run_id", None) is not None,
+        getattr(container, "pretraining_outputs_folder", None) is not None,
     )
     if not any(wanted):
         return False
@@ -92,18 +94,21 @@ def run(argv: Sequence[str]) -> int:
     from innerssl.registry import find_model
 
     container_class = find_model(model, [config_module] if config_module else [])
+    container = container_class()
     if wants_help:
+        # Flags that decide which parameters exist (the SSL method) apply first, so their parameters are listed.
+        leading = getattr(container, "leading_parameters", ())
+        container.apply_flags({name: flags[name] for name in leading if name in flags})
         print(USAGE)
         print()
-        print(container_class.help_text())
+        print(type(container).help_text())
         return 0
-    container = container_class()
     container.apply_flags(flags)
     if submitted_or_prepared(container, model, flags, config_module):
         return 0
 
     if getattr(container, "compare_with_random_init", False):
-        from innerssl.eval.compare import run_comparison
+        from innerssl.compare import run_comparison
 
         print(f"Comparison finished: outputs in {run_comparison(container, model)}")  # type: ignore[arg-type]
         return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,90 +156,29 @@ def check_data(
     return RunResult(folder, None, None, len(bad_files), checked_data_only=True)
 
 
-def train(container: Container, model_name: str) -> RunResult:
-    """Run the container's training end to end; returns where the outputs are and the best metric.
-
-    Under DDP every process runs this function. Only global rank 0 writes config.yaml and log.txt (Lightning
-    writes checkpoints, TensorBoard logs and, through ``EpochMetricsWriter``, metrics.csv and charts on rank 0
-    only); all processes agree on the run folder (see ``innerssl.distributed.shared_run_name``).
-    """
-    container.validate()
-    rank_zero = is_global_zero(container)
+def locate_run_folder(container: Container, model_name: str) -> tuple[RunFolder, bool]:
+    """The run's folder (a new one, or the one --resume / --auto_resume continues), and whether this process
+    surely writes into rank 0's folder (for its bad-file log lines)."""
     run_name = container.run_name or shared_run_name(world_size(container))
     if container.auto_resume and not container.resume:
         if RunFolder(container.output_root() / model_name / str(run_name)).last_checkpoint.is_file():
             logger.info("--auto_resume: %s holds checkpoints/last.ckpt; continuing it", run_name)
             container.resume = True
     folder = resolve_run_folder(container.output_root(), model_name, run_name, container.resume)
-    # Whether this process surely writes into rank 0's folder (bad-file log lines).
-    same_folder = rank_zero or run_name is not None or container.resume
+    same_folder = is_global_zero(container) or run_name is not None or container.resume
+    return folder, same_folder
+
+
+@contextlib.contextmanager
+def run_environment(container: Container, model_name: str, folder: RunFolder, rank_zero: bool) -> Iterator[None]:
+    """While the run lasts: rank 0's log.txt and config.yaml, and the run name for the processes DDP launches."""
     previous_run_name = os.environ.get(RUN_NAME_ENV)
     os.environ[RUN_NAME_ENV] = folder.root.name  # the processes Lightning launches for DDP inherit it
     handler = open_run_folder(container, model_name, folder) if rank_zero else None
     try:
         if rank_zero:
             logger.info("Run folder: %s", folder.root)
-        pl.seed_everything(container.random_seed, workers=True)
-
-        datamodule = prepare_data(container, folder, same_folder, rank_zero)
-        if container.check_data:
-            return check_data(datamodule, container, folder, rank_zero)
-        module = container.create_lightning_module(datamodule)
-        if container.channels_last:
-            # The weights too, so convolutions run in NHWC without converting layouts at every layer.
-            module = module.to(memory_format=torch.channels_last)
-        if container.compile:
-            compile_networks(module)
-        best = best_checkpoint_callback(container, folder)
-        callbacks = [
-            *container.create_callbacks(datamodule),
-            LastCheckpoint(folder.last_checkpoint, container.checkpoint_every_n_minutes),
-            *([best] if best is not None else []),
-            TQDMProgressBar(refresh_rate=progress_bar_refresh_rate(container)),
-            AugmentationPreviews(folder.root / AUGMENTATION_FOLDER),
-            EpochMetricsWriter(folder.metrics_csv, folder.charts),
-        ]
-        trainer = pl.Trainer(
-            max_epochs=container.num_epochs,
-            precision=container.precision,
-            callbacks=callbacks,
-            plugins=[DurableCheckpointIO()],
-            logger=TensorBoardLogger(folder.root, name="tensorboard", version=""),
-            default_root_dir=folder.root,
-            log_every_n_steps=LOG_EVERY_N_STEPS,
-            **hardware(container),
-        )
-        test_only = container.test_only_checkpoint_path()
-        if test_only is None:
-            resume_from = folder.last_checkpoint if container.resume else None
-            if resume_from is not None:
-                logger.info("Resuming from %s", resume_from)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-
-        test_metrics: dict[str, float] = {}
-        splits = getattr(datamodule, "splits", None)
-        if container.has_test_stage() and splits is not None and splits.test is not None:
-            from innerssl.eval.test_report import run_test_stage
-
-            checkpoint = test_only or (folder.best_checkpoint if folder.best_checkpoint.is_file() else None)
-            test_metrics = run_test_stage(
-                trainer, module, datamodule, checkpoint or folder.last_checkpoint, folder.root if rank_zero else None
-            )
-        num_train_images = len(splits.train) if splits is not None else None
-
-        if test_only is not None:
-            best = None
-        bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
-        if bad_files:
-            logger.warning(
-                "%d unreadable image files were skipped; see %s", len(bad_files), folder.root / BAD_FILE_LOG_NAME
-            )
-        best_value = None
-        if best is not None and best.best_model_score is not None:
-            best_value = float(best.best_model_score)
-        return RunResult(
-            folder, best.monitor if best else None, best_value, len(bad_files), test_metrics, num_train_images
-        )
+        yield
     finally:
         if previous_run_name is None:
             os.environ.pop(RUN_NAME_ENV, None)
@@ -246,3 +187,120 @@ def train(container: Container, model_name: str) -> RunResult:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def build_module(container: Container, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    """The container's LightningModule, in the memory format and compiled as the run asks."""
+    module = container.create_lightning_module(datamodule)
+    if container.channels_last:
+        # The weights too, so convolutions run in NHWC without converting layouts at every layer.
+        module = module.to(memory_format=torch.channels_last)
+    if container.compile:
+        compile_networks(module)
+    return module
+
+
+def build_trainer(
+    container: Container, folder: RunFolder, datamodule: pl.LightningDataModule
+) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    """The Lightning trainer with the container's callbacks and innerssl's outputs, and its best-checkpoint
+    callback (None where the container monitors no metric)."""
+    best = best_checkpoint_callback(container, folder)
+    callbacks = [
+        *container.create_callbacks(datamodule),
+        LastCheckpoint(folder.last_checkpoint, container.checkpoint_every_n_minutes),
+        *([best] if best is not None else []),
+        TQDMProgressBar(refresh_rate=progress_bar_refresh_rate(container)),
+        AugmentationPreviews(folder.root / AUGMENTATION_FOLDER),
+        EpochMetricsWriter(folder.metrics_csv, folder.charts),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=container.num_epochs,
+        precision=container.precision,
+        callbacks=callbacks,
+        plugins=[DurableCheckpointIO()],
+        logger=TensorBoardLogger(folder.root, name="tensorboard", version=""),
+        default_root_dir=folder.root,
+        log_every_n_steps=LOG_EVERY_N_STEPS,
+        **hardware(container),
+    )
+    return trainer, best
+
+
+def fit(
+    container: Container,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    folder: RunFolder,
+) -> None:
+    """Train, from the run's last.ckpt with --resume; nothing for a test-only run."""
+    if container.test_only_checkpoint_path() is not None:
+        return
+    resume_from = folder.last_checkpoint if container.resume else None
+    if resume_from is not None:
+        logger.info("Resuming from %s", resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+
+
+def evaluate_on_test_split(
+    container: Container,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    folder: RunFolder,
+    rank_zero: bool,
+) -> dict[str, float]:
+    """The test stage of runs that have one (classifiers), on the test-only, best or last checkpoint."""
+    splits = getattr(datamodule, "splits", None)
+    if not container.has_test_stage() or splits is None or splits.test is None:
+        return {}
+    from innerssl.eval.test_report import run_test_stage
+
+    best = folder.best_checkpoint if folder.best_checkpoint.is_file() else None
+    checkpoint = container.test_only_checkpoint_path() or best or folder.last_checkpoint
+    return run_test_stage(trainer, module, datamodule, checkpoint, folder.root if rank_zero else None)
+
+
+def summarise(
+    container: Container,
+    folder: RunFolder,
+    best: ModelCheckpoint | None,
+    datamodule: pl.LightningDataModule,
+    test_metrics: dict[str, float],
+) -> RunResult:
+    """What the run produced: best metric, unreadable files (logged), test metrics, training images."""
+    if container.test_only_checkpoint_path() is not None:
+        best = None
+    bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
+    if bad_files:
+        logger.warning(
+            "%d unreadable image files were skipped; see %s", len(bad_files), folder.root / BAD_FILE_LOG_NAME
+        )
+    best_value = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+    splits = getattr(datamodule, "splits", None)
+    num_train_images = len(splits.train) if splits is not None else None
+    return RunResult(folder, best.monitor if best else None, best_value, len(bad_files), test_metrics, num_train_images)
+
+
+def train(container: Container, model_name: str) -> RunResult:
+    """Run the container's task end to end in named steps: locate the run folder, prepare the data, build the
+    module and trainer, fit, test, summarise. Returns where the outputs are and the best metric.
+
+    Under DDP every process runs this function. Only global rank 0 writes config.yaml and log.txt (Lightning
+    writes checkpoints, TensorBoard logs and, through ``EpochMetricsWriter``, metrics.csv and charts on rank 0
+    only); all processes agree on the run folder (see ``innerssl.distributed.shared_run_name``).
+    """
+    container.validate()
+    rank_zero = is_global_zero(container)
+    folder, same_folder = locate_run_folder(container, model_name)
+    with run_environment(container, model_name, folder, rank_zero):
+        pl.seed_everything(container.random_seed, workers=True)
+        datamodule = prepare_data(container, folder, same_folder, rank_zero)
+        if container.check_data:
+            return check_data(datamodule, container, folder, rank_zero)
+        module = build_module(container, datamodule)
+        trainer, best = build_trainer(container, folder, datamodule)
+        fit(container, trainer, module, datamodule, folder)
+        test_metrics = evaluate_on_test_split(container, trainer, module, datamodule, folder, rank_zero)
+        return summarise(container, folder, best, datamodule, test_metrics)

@@ -31,6 +31,15 @@ def tiny_demo_flags(tmp_path: Path, **overrides: object) -> list[str]:
     return [f"--{name}={value}" for name, value in flags.items()]
 
 
+SSL_ONLY_FLAGS = ("ssl_training_batch_size", "projection_hidden_dim", "projection_dim")
+"""Tiny settings of SSL runs that a classifier does not have (it has no SSL method)."""
+
+
+def tiny_classifier_flags(tmp_path: Path, **overrides: object) -> list[str]:
+    """``tiny_demo_flags`` for a classifier run: without the SSL method's settings."""
+    return [flag for flag in tiny_demo_flags(tmp_path, **overrides) if flag[2:].split("=")[0] not in SSL_ONLY_FLAGS]
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

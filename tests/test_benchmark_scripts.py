@@ -1,11 +1,14 @@
 """The measurement scripts the README quotes run end to end on tiny demo data and print what the README reads.
 
 ``benchmarks/demo_ssl_gain.py`` (the demo table) and ``benchmarks/monitor_fidelity.py`` (the online head's
-fidelity table) are run as a user runs them, with the quick-run size flags passed through to the SSL runs.
+fidelity table) are run as a user runs them, with the quick-run size flags passed through to the SSL runs;
+``benchmarks/data_throughput.py`` on a few images at 32 px, loaders only.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import subprocess
 import sys
@@ -25,9 +28,10 @@ def tiny_flags(tmp_path: Path, **overrides: object) -> list[str]:
     ]
 
 
-def run_script(script: str, arguments: list[str]) -> subprocess.CompletedProcess:
+def run_script(script: str, arguments: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, env=environment)
 
 
 def test_demo_ssl_gain_prints_a_row_per_encoder_and_label_fraction(tmp_path):
@@ -54,9 +58,31 @@ def test_demo_ssl_gain_prints_a_row_per_encoder_and_label_fraction(tmp_path):
     ], result.stdout
     assert all(0 <= float(auroc) <= 1 for _, _, auroc in rows)
     verdict = "PASS" if result.returncode == 0 else "FAIL"
-    assert f"{verdict}: every SSL method's mean test AUROC beats the random encoder's" in result.stdout
+    assert f"{verdict}: every SSL row's mean test AUROC beats its random encoder's" in result.stdout
     # The SSL run is an ordinary run of the runner: its checkpoint is where the script probed it from.
     assert (tmp_path / "gain" / "DemoSimCLR" / "seed1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_demo_ssl_gain_gives_each_architecture_of_its_models_a_random_row_and_a_chart(tmp_path):
+    result = run_script(
+        "demo_ssl_gain.py",
+        [
+            "--models=DemoSimCLR,DemoVICReg,DemoViTSimCLR",
+            "--random_only",
+            "--seeds=1",
+            "--label_fractions=1.0",
+            f"--output_dir={tmp_path / 'gain'}",
+            *tiny_flags(tmp_path, demo_image_size=64),  # the ViT configs are built for the demo's 64 px
+        ],
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = re.findall(r"^\s*1\s+(random \([^)]*\))\s+([01]\.\d{3})\s", result.stdout, re.M)
+    # Two ResNet-18 configs share one random row; the ViT gets its own.
+    assert [name for name, _ in rows] == [
+        "random (resnet18)",
+        "random (vit_tiny_patch16_224 img_size=64,patch_size=16)",
+    ], result.stdout
+    assert (tmp_path / "gain" / "demo_ssl_gain.png").stat().st_size > 10_000
 
 
 def test_monitor_fidelity_finds_the_online_head_equal_to_the_converged_probe(tmp_path):
@@ -74,3 +100,32 @@ def test_monitor_fidelity_finds_the_online_head_equal_to_the_converged_probe(tmp
     for _epoch, online, _knn, offline, gap in rows:
         assert abs(float(online) - float(offline)) <= 0.001 and abs(float(gap)) <= 0.001
     assert "PASS: |online - offline| <= 0.03" in output
+
+
+def test_data_throughput_prints_the_multi_crop_rate_beside_the_two_view_rate():
+    from innerssl.ssl.dino import DINO
+
+    parameters = inspect.signature(DINO.__init__).parameters
+    local_crops = parameters["num_local_crops"].default
+    local_side = round(parameters["local_crop_size"].default * 32)  # DINO's default, relative to the 32 px views
+    flags = ["--view_size=32", "--cache_size=40", "--max_images=8", "--num_generated=8", "--batch_size=4"]
+    flags += ["--loader_batches=2", "--workers=0", "--skip_training"]
+    # One thread: on a small loaded CPU, OpenMP threads waiting for each other make the tiny figures noise.
+    result = run_script("data_throughput.py", flags, env={"OMP_NUM_THREADS": "1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+
+    def rate(kind: str, unit: str) -> float:
+        found = re.findall(rf"^\s+{kind}\s+([\d.]+) {unit}", result.stdout, re.M)
+        assert len(found) == 1, (kind, result.stdout)
+        return float(found[0])
+
+    two_view = rate("innerssl", "pairs/s")  # the existing two-view lines are still there
+    assert two_view > 0 and rate("baseline", "pairs/s") > 0
+    assert f"2 x 32 + {local_crops} x {local_side} px views ({2 + local_crops} per image)" in result.stdout
+    multi_crop = rate("innerssl_multi_crop", "images/s")
+    assert multi_crop > 0 and rate("baseline_multi_crop", "images/s") > 0
+    line = re.search(r"innerssl multi-crop vs two-view: ([\d.]+) vs ([\d.]+) images/s, ratio ([\d.]+)x", result.stdout)
+    assert line is not None, result.stdout
+    assert (float(line[1]), float(line[2])) == (multi_crop, two_view)
+    assert abs(float(line[3]) - multi_crop / two_view) <= 0.01

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from innerssl.runner import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, SSL_ONLY_FLAGS
 from tests.rsna_layout import build_rsna_layout
 
 SMALL = [
@@ -69,7 +69,7 @@ def test_nih_rsna_byol_then_cxr_classifier(nih_subset, rsna_layout, tmp_path):
         f"--local_dataset={rsna_layout}",
         f"--local_weights_path={weights}",
         f"--output_dir={outputs}",
-        *SMALL,
+        *(flag for flag in SMALL if flag[2:].split("=")[0] not in SSL_ONLY_FLAGS),
     ]
     assert main(["--model=CXRImageClassifier", *classifier_flags]) == 0
     classifier_metrics = pd.read_csv(outputs / "CXRImageClassifier" / "test" / "metrics.csv")

@@ -8,7 +8,7 @@ import yaml
 from innerssl.errors import UserError
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint, load_checkpoint
 from innerssl.runner import main
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags, tiny_demo_flags
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_ssl_run_writes_the_documented_outputs(ssl_run):
 
 def test_classifier_from_ssl_checkpoint_keeps_frozen_encoder_bit_identical(ssl_run, tmp_path):
     weights = ssl_run / "checkpoints" / "last.ckpt"
-    flags = tiny_demo_flags(tmp_path, local_weights_path=weights, freeze_encoder="true")
+    flags = tiny_classifier_flags(tmp_path, local_weights_path=weights, freeze_encoder="true")
     assert main(["--model=DemoClassifier", *flags]) == 0
     run = tmp_path / "outputs" / "DemoClassifier" / "test"
     ssl_encoder = encoder_state_from_ssl_checkpoint(weights, "resnet18", 1)
@@ -62,12 +62,15 @@ def test_classifier_from_ssl_checkpoint_keeps_frozen_encoder_bit_identical(ssl_r
 def test_classifier_rejects_wrong_checkpoints(ssl_run, tmp_path, capsys):
     weights = ssl_run / "checkpoints" / "last.ckpt"
     cases = [
-        (tiny_demo_flags(tmp_path, local_weights_path=weights, ssl_encoder="resnet50"), "holds a resnet18 encoder"),
+        (
+            tiny_classifier_flags(tmp_path, local_weights_path=weights, ssl_encoder="resnet50"),
+            "holds a resnet18 with 1 input channel(s), 2D encoder, but this run asks for resnet50",
+        ),
     ]
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("hello")
     cases.append(
-        (tiny_demo_flags(tmp_path, local_weights_path=not_a_checkpoint), "is not a readable PyTorch checkpoint")
+        (tiny_classifier_flags(tmp_path, local_weights_path=not_a_checkpoint), "is not a readable PyTorch checkpoint")
     )
     for flags, expected in cases:
         assert main(["--model=DemoClassifier", *flags]) == 2
@@ -76,7 +79,7 @@ def test_classifier_rejects_wrong_checkpoints(ssl_run, tmp_path, capsys):
 
 
 def test_classifier_checkpoint_is_not_an_ssl_checkpoint(ssl_run, tmp_path):
-    flags = tiny_demo_flags(tmp_path, num_epochs=1)
+    flags = tiny_classifier_flags(tmp_path, num_epochs=1)
     assert main(["--model=DemoClassifier", *flags]) == 0
     classifier_ckpt = tmp_path / "outputs" / "DemoClassifier" / "test" / "checkpoints" / "last.ckpt"
     with pytest.raises(UserError, match="is a classifier checkpoint, not an SSL checkpoint"):

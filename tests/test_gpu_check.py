@@ -34,6 +34,8 @@ SECTION_PREFIXES = (
 )
 SETTINGS = ("fp32", "bf16_channels_last", "bf16_channels_last_compile")
 PIPELINES = ("compute_only", "innerssl_end_to_end", "baseline_end_to_end")
+DINO_ROWS = tuple(f"throughput.DINO_multi_crop.fp32.{pipeline}" for pipeline in PIPELINES)
+"""The CPU mode's DINO multi-crop steps (fp32, batch 4): measured, not skipped."""
 
 
 def test_cpu_mode_reports_every_check_and_exits_non_zero_on_failures(tmp_path):
@@ -74,6 +76,18 @@ def test_cpu_mode_reports_every_check_and_exits_non_zero_on_failures(tmp_path):
     assert checks["training.ssl_run"]["figures"]["steps"] > 0
     # Sections after the hung one still ran.
     assert checks["throughput.SimCLR.fp32.compute_only"]["status"] == "ok"
+    # DINO's multi-crop steps (2 global views + 6 local crops of DINO's relative size, 14 px of 32) are measured.
+    for check_id in DINO_ROWS:
+        figures = checks[check_id]["figures"]
+        assert checks[check_id]["status"] == "ok", checks[check_id]
+        assert figures["views"].startswith("8 (2 x 32 + 6 x 14 px"), figures
+        assert figures["steps_per_s"] > 0
+        assert abs(figures["steps_per_s"] * 4 - figures["pairs_per_s"]) <= 0.01 * figures["pairs_per_s"] + 0.01
+    assert 0 < checks[DINO_ROWS[1]]["figures"]["vs_compute"]
+    # The no-sync cases (run on the CPU without the sync check) include the multi-crop views.
+    cases = checks["augmentation.no_sync"]["figures"]["configs"].split(", ")
+    assert "benchmark views/1ch/multi-crop" in cases and "all_on (tests/augment/all_on.py)/3ch/multi-crop" in cases
+    assert any(case.startswith("pinned copy + DINO's 2 x 32 + 6 x 14 px views") for case in cases), cases
     assert (tmp_path / "logs" / "throughput.BYOL.log").is_file()
 
 

@@ -141,7 +141,10 @@ def with_quick_flags(argv: list[str], session: Session, quick: dict[str, object]
     from innerssl.registry import find_model
 
     extra = [value for name, value in given.items() if name == "config_module" and value]
-    parameters = find_model(model, extra).parameters()
+    container = find_model(model, extra)()
+    leading = {name: given[name] for name in getattr(container, "leading_parameters", ()) if name in given}
+    container.apply_flags(leading)  # the SSL method decides which parameters exist
+    parameters = type(container).parameters()
     return argv + [f"--{name}={value}" for name, value in added.items() if name not in given and name in parameters]
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from innerssl.outputs.checkpoints import load_checkpoint
 from innerssl.outputs.durable_io import TEMPORARY_SUFFIX
-from tests.conftest import REPO_ROOT, tiny_demo_flags
+from tests.conftest import REPO_ROOT, tiny_classifier_flags, tiny_demo_flags
 
 TIMEOUT_S = 900
 RUNNER = str(REPO_ROOT / "runner.py")
@@ -188,7 +188,7 @@ def test_the_timed_checkpoint_resumes_mid_epoch(tmp_path):
 
 
 def test_a_killed_classifier_run_resumes(tmp_path):
-    flags = tiny_demo_flags(tmp_path, num_epochs=3, demo_num_images=400, freeze_encoder="false")
+    flags = tiny_classifier_flags(tmp_path, num_epochs=3, demo_num_images=400, freeze_encoder="false")
     command = [sys.executable, RUNNER, "--model=DemoClassifier", *flags]
     run = tmp_path / "outputs" / "DemoClassifier" / "test"
     last = run / "checkpoints" / "last.ckpt"

@@ -45,7 +45,8 @@ def test_user_config_module_file(tmp_path, capsys):
 def test_help_lists_parameters_with_docs(capsys):
     assert main(["--model=DemoBYOL", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--ssl_training_type (one of BYOL|SimCLR|" in out and "default: BYOL)" in out
+    assert "--ssl_training_type (str, default: BYOL)" in out
+    assert "--byol_base_momentum (float, default: 0.9)" in out and "BYOL: initial EMA momentum" in out
     assert "Learning rate of the online linear head's AdamW steps" in out
 
 
@@ -53,7 +54,8 @@ def test_help_lists_parameters_with_docs(capsys):
     ("flags", "expected"),
     [
         (["--model=DemoBYOL", "--not_a_param=1"], "Unknown parameter --not_a_param"),
-        (["--model=DemoBYOL", "--ssl_training_type=MAE"], "Allowed values: BYOL, SimCLR"),
+        (["--model=DemoBYOL", "--ssl_training_type=MAEE"], "Unknown SSL method 'MAEE'. Did you mean 'MAE'?"),
+        (["--model=DemoBYOL", "--ssl_training_type=MAE", "--max_num_gpus=0"], "MAE needs a timm ViT encoder"),
         (["--model=DemoBYOL", "--local_dataset=/no/such/folder"], "--local_dataset=/no/such/folder is not a folder"),
         (["--model=DemoBYOL", "--ssl_training_dataset_name=Nope"], "Unknown dataset 'Nope'"),
         (["--model=CIFAR10BYOL", "--max_num_gpus=0"], "CIFAR10 needs a folder: pass it with --local_dataset"),

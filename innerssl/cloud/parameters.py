@@ -1,9 +1,11 @@
-"""The Azure ML flags every container has (``Container`` inherits them): submit a run instead of running it.
+"""The cloud group: the Azure ML flags of every shipped container (a base of each), to submit a run instead.
 
 Declarations only; what they do lives in ``innerssl.cloud.azureml``, which imports the Azure SDK lazily.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import param
 
@@ -13,6 +15,9 @@ DATASET_MODES = ["ro_mount", "download"]
 
 class AzureMLParameters(param.Parameterized):
     """Where and how ``--azureml`` runs the same runner command as an Azure ML (SDK v2) command job."""
+
+    group_title: ClassVar[str] = "Azure ML"
+    group_order: ClassVar[int] = 100
 
     azureml: bool = param.Boolean(
         False,

@@ -11,12 +11,11 @@ import difflib
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import param
 import pytorch_lightning as pl
 
-from innerssl.cloud.parameters import AzureMLParameters
 from innerssl.errors import UserError
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -80,8 +79,16 @@ def parse_value(name: str, parameter: param.Parameter, text: str) -> Any:
     return text
 
 
-class Container(AzureMLParameters):
-    """Run-level parameters shared by every model: seeds, hardware, precision, outputs."""
+class Container(param.Parameterized):
+    """Run-level parameters shared by every model: seeds, hardware, precision, outputs.
+
+    A concrete container is composed of this and parameter groups (innerssl.containers.groups, the cloud group
+    innerssl.cloud.parameters): each group has a ``group_title`` (a heading of --help), a ``group_order`` (where
+    the heading comes) and may check its parameters in ``validate_group``.
+    """
+
+    group_title: ClassVar[str] = "Run"
+    group_order: ClassVar[int] = 0
 
     num_epochs: int = param.Integer(100, bounds=(1, None), doc="Number of training epochs.")
     random_seed: int = param.Integer(42, doc="Seed for Python, NumPy, torch and data loader workers.")
@@ -166,8 +173,10 @@ class Container(AzureMLParameters):
         default, validated now, with bounds and doc kept.
         """
         super().__init_subclass__(**kwargs)
-        base = next(b for b in cls.__mro__[1:] if issubclass(b, param.Parameterized))
-        declared = base.param.objects("existing")
+        declared: set[str] = set()
+        for base in cls.__bases__:
+            if issubclass(base, param.Parameterized):
+                declared.update(base.param.objects("existing"))
         overrides = {
             name: value
             for name, value in list(vars(cls).items())
@@ -179,22 +188,44 @@ class Container(AzureMLParameters):
 
     # --- command line --------------------------------------------------------------------------------
     @classmethod
-    def parameters(cls) -> dict[str, param.Parameter]:
-        """Every user-settable parameter in declaration order, the Azure ML ones (a base class) last."""
+    def parameter_groups(cls) -> list[tuple[str, dict[str, param.Parameter]]]:
+        """Every user-settable parameter by group (title, parameters), in ``group_order``; a parameter belongs to
+        the most basic class that declares it (a thin config's new value stays in its group)."""
         declared = {name: p for name, p in cls.param.objects("existing").items() if name != "name"}
-        cloud = set(AzureMLParameters.param.objects("existing"))
-        return {
-            **{n: p for n, p in declared.items() if n not in cloud},
-            **{n: p for n, p in declared.items() if n in cloud},
-        }
+        titled = sorted(
+            (klass for klass in cls.__mro__ if "group_title" in vars(klass)),
+            key=lambda klass: vars(klass).get("group_order", 50),
+        )
+        owner: dict[str, type] = {}
+        for klass in reversed(cls.__mro__):
+            if "group_title" not in vars(klass):
+                continue
+            for name, value in vars(klass).items():
+                if isinstance(value, param.Parameter) and name in declared:
+                    owner.setdefault(name, klass)
+        groups = [
+            (str(vars(klass)["group_title"]), {n: p for n, p in declared.items() if owner.get(n) is klass})
+            for klass in titled
+        ]
+        others = {n: p for n, p in declared.items() if n not in owner}
+        return [(title, parameters) for title, parameters in [*groups, ("Other", others)] if parameters]
+
+    @classmethod
+    def parameters(cls) -> dict[str, param.Parameter]:
+        """Every user-settable parameter, group by group (see ``parameter_groups``)."""
+        return {name: p for _title, group in cls.parameter_groups() for name, p in group.items()}
 
     def apply_flags(self, flags: Mapping[str, str | None]) -> None:
         """Set parameters from ``--name=value`` flags (None means a bare ``--name``, true for booleans)."""
-        parameters = self.parameters()
-        for name, text in flags.items():
+        # A group's leading_parameters decide which parameters exist (the SSL method): they apply first.
+        leading = {name: flags[name] for name in getattr(self, "leading_parameters", ()) if name in flags}
+        for name, text in {**leading, **flags}.items():
+            parameters = self.parameters()  # a leading parameter can change them
             if name not in parameters:
                 close = difflib.get_close_matches(name, parameters, n=1)
-                hint = f" Did you mean --{close[0]}?" if close else ""
+                # A group may know where the flag belongs (another SSL method's parameter).
+                known_elsewhere = getattr(self, "unknown_parameter_hint", lambda _name: "")(name)
+                hint = known_elsewhere or (f" Did you mean --{close[0]}?" if close else "")
                 raise UserError(
                     f"Unknown parameter --{name} for {type(self).__name__}.{hint} "
                     "Run with --help to list the parameters"
@@ -213,14 +244,16 @@ class Container(AzureMLParameters):
 
     @classmethod
     def help_text(cls) -> str:
-        lines = [f"Parameters of {cls.__name__} (set with --name=value):", ""]
-        for name, parameter in cls.parameters().items():
-            default = parameter.default
-            if isinstance(default, list):
-                default = ",".join(str(d) for d in default)
-            lines.append(f"  --{name} ({_type_name(parameter)}, default: {default})")
-            doc = " ".join((parameter.doc or "").split())
-            lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
+        lines = [f"Parameters of {cls.__name__} (set with --name=value):"]
+        for title, parameters in cls.parameter_groups():
+            lines.extend(["", f"{title}:"])
+            for name, parameter in parameters.items():
+                default = parameter.default
+                if isinstance(default, list):
+                    default = ",".join(str(d) for d in default)
+                lines.append(f"  --{name} ({_type_name(parameter)}, default: {default})")
+                doc = " ".join((parameter.doc or "").split())
+                lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
         return "\n".join(lines)
 
     def config_dict(self) -> dict[str, Any]:
@@ -234,6 +267,9 @@ class Container(AzureMLParameters):
         ``check_this_machine=False`` skips what depends on this machine (local folders and files, a GPU),
         for runs that are submitted to run elsewhere.
         """
+        for klass in reversed(type(self).__mro__):
+            if "validate_group" in vars(klass):
+                vars(klass)["validate_group"](self, check_this_machine)
         if self.auto_resume and self.run_name is None:
             raise UserError("--auto_resume needs --run_name: the run to continue when its folder holds last.ckpt")
         if check_this_machine and self.precision == "16-mixed" and not _cuda_available():

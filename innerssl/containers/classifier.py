@@ -18,9 +18,11 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import param
 import pytorch_lightning as pl
@@ -28,12 +30,16 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 
-from innerssl.containers.ssl import SSLContainer
+from innerssl.cloud.parameters import AzureMLParameters
+from innerssl.containers.base import Container
+from innerssl.containers.groups.data import DataParameters
+from innerssl.containers.groups.encoder import EncoderParameters
+from innerssl.containers.groups.monitoring import KNNParameters
+from innerssl.containers.groups.optimisation import OptimisationParameters
 from innerssl.data.datamodule import ClassifierDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabeledSubset, UsedDataset, count_labels
 from innerssl.data.splits import label_fraction_subset
 from innerssl.distributed import effective_learning_rate, world_size
-from innerssl.encoders import create_encoder
 from innerssl.errors import UserError
 from innerssl.eval.classifier import METRIC_PREFIX, SSLClassifier
 from innerssl.eval.linear_probe import (
@@ -42,7 +48,13 @@ from innerssl.eval.linear_probe import (
     LinearProbeClassifier,
     LinearProbeSettings,
 )
-from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint
+from innerssl.networks import EncoderSpec, create_encoder
+from innerssl.networks.weights import IMAGENET, NO_WEIGHTS, load_starting_weights
+from innerssl.outputs.checkpoints import (
+    check_encoder_spec,
+    classifier_checkpoint_encoder_spec,
+    ssl_checkpoint_encoder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +62,10 @@ COMPARE_MODES = ("frozen", "finetuned", "knn")
 """How the label-fraction comparison evaluates an encoder: linear probe, finetuning, kNN votes (nothing trained)."""
 FREEZE_MODES = COMPARE_MODES  # the parameter keeps its name, compare_freeze_modes
 LINEAR_PROBE_SOLVERS = ("lbfgs", "adamw")
+COMPARE_BASELINES = ("random", "imagenet")
+"""Encoders the comparison measures the SSL ones against (their init names in comparison.csv)."""
+PRETRAINED_INIT = "pretrained"
+"""The init name of --local_weights_path's encoder in the comparison."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,18 @@ def seeded_initialisation(seed: int) -> Iterator[None]:
         yield
 
 
-class SSLClassifierContainer(SSLContainer):
+class SSLClassifierContainer(
+    Container, DataParameters, EncoderParameters, OptimisationParameters, KNNParameters, AzureMLParameters
+):
     """Trains a classifier on ``linear_head_dataset_name`` from the encoder of an SSL checkpoint.
 
     The labeled dataset's folder is the first of ``extra_local_dataset_paths`` if given, else
     ``local_dataset``. Without ``local_weights_path`` the encoder starts from random weights (the baseline
-    that shows what pretraining adds).
+    that shows what pretraining adds). It has no SSL method's parameters: those belong to SSL runs.
     """
+
+    group_title: ClassVar[str] = "Classifier"
+    group_order: ClassVar[int] = 70
 
     local_weights_path: str | None = param.String(
         None,
@@ -157,9 +178,31 @@ class SSLClassifierContainer(SSLContainer):
     )
     compare_with_random_init: bool = param.Boolean(
         False,
-        doc="Instead of one run, compare classifiers from the SSL encoder (--local_weights_path, required) and from "
-        "a random encoder for every freeze mode x label fraction x repeat; writes comparison.md, comparison.png "
-        "and comparison.csv (test metrics of the best-on-validation checkpoints).",
+        doc="Instead of one run, compare classifiers from the SSL encoder (--local_weights_path, required; init "
+        "'pretrained') with baselines (--compare_baselines: a random encoder, ImageNet weights) and further SSL "
+        "checkpoints (--compare_extra_checkpoints) for every freeze mode x label fraction x repeat; writes "
+        "comparison.md, comparison.png and comparison.csv (test metrics of the best-on-validation checkpoints).",
+    )
+    compare_baselines: list[str] = param.List(
+        ["random"],
+        item_type=str,
+        doc="Comparison: the encoders the SSL ones are measured against, each a row per setting and a line in the "
+        "chart: random (a seeded random encoder, init 'random'), imagenet (starting weights from "
+        "--compare_imagenet_weights, init 'imagenet'); e.g. --compare_baselines=random,imagenet. Empty: none.",
+    )
+    compare_imagenet_weights: str = param.String(
+        IMAGENET,
+        doc="Comparison: where the imagenet baseline's encoder weights come from, as --encoder_weights takes them: "
+        "imagenet (torchvision's or timm's own for --ssl_encoder, downloaded on first use; offline: pass a file) "
+        "or a state dict file (.pt/.pth/.safetensors, e.g. torchvision's resnet18 weights saved by torch.save).",
+    )
+    compare_extra_checkpoints: list[str] = param.List(
+        [],
+        item_type=str,
+        doc="Comparison: further SSL checkpoints as name=path, each an init of its own beside 'pretrained' "
+        "(the same encoder flags), e.g. ssl_from_imagenet=outputs/DemoSimCLR/<run>/checkpoints/last.ckpt for SSL "
+        "that started from ImageNet (--encoder_weights=imagenet): with --compare_baselines=random,imagenet the "
+        "table holds random, ImageNet, SSL and SSL-from-ImageNet rows.",
     )
     label_fractions: list[float] = param.List(
         [1.0], item_type=float, doc="Comparison: the label fractions to train with, e.g. 0.01,0.1,1.0."
@@ -188,7 +231,18 @@ class SSLClassifierContainer(SSLContainer):
             )
         if check_this_machine and self.local_weights_path is not None and self.test_only_checkpoint is None:
             # A wrong checkpoint fails now, before datasets are decoded into the cache.
-            encoder_state_from_ssl_checkpoint(self.local_weights_path, self.ssl_encoder, self.in_channels)
+            self.classifier_encoder_spec()
+        if self.local_weights_path is not None and self.encoder_weights != NO_WEIGHTS:
+            hint = (
+                "for an ImageNet baseline add --compare_baselines=random,imagenet (weights: --compare_imagenet_weights)"
+                if self.compare_with_random_init
+                else "the SSL checkpoint's weights are used"
+            )
+            raise UserError(
+                f"--encoder_weights={self.encoder_weights} and --local_weights_path both set where the classifier's "
+                f"encoder starts: leave out --encoder_weights ({hint})"
+            )
+        self.validate_comparison(check_this_machine)
         test_only_missing = self.test_only_checkpoint is not None and not Path(self.test_only_checkpoint).is_file()
         if check_this_machine and test_only_missing:
             raise UserError(
@@ -220,10 +274,53 @@ class SSLClassifierContainer(SSLContainer):
         if self.compare_with_random_init and self.test_only_checkpoint is not None:
             raise UserError("--compare_with_random_init trains its own classifiers: leave out --test_only_checkpoint")
 
-    def labeled_dataset_root(self) -> tuple[Path | None, str]:
-        if self.extra_local_dataset_paths:
-            return Path(self.extra_local_dataset_paths[0]), "--extra_local_dataset_paths"
-        return (Path(self.local_dataset) if self.local_dataset else None), "--local_dataset"
+    def validate_comparison(self, check_this_machine: bool) -> None:
+        """The comparison's baselines and extra checkpoints (names, files, encoders), before any child runs."""
+        for baseline in self.compare_baselines:
+            if baseline not in COMPARE_BASELINES:
+                allowed = ", ".join(COMPARE_BASELINES)
+                raise UserError(f"--compare_baselines entry '{baseline}' is not allowed. Allowed values: {allowed}")
+        weights = self.compare_imagenet_weights
+        if check_this_machine and weights not in (NO_WEIGHTS, IMAGENET) and not Path(weights).is_file():
+            raise UserError(
+                f"--compare_imagenet_weights={weights} is not a file: pass imagenet or a state dict file (.pt/.pth/"
+                ".safetensors)"
+            )
+        if weights == NO_WEIGHTS:
+            raise UserError("--compare_imagenet_weights=none is a random encoder: use --compare_baselines=random")
+        extras = self.extra_checkpoints()
+        if self.compare_with_random_init and not self.compare_baselines and not extras:
+            raise UserError(
+                "--compare_baselines is empty and there are no --compare_extra_checkpoints: nothing to compare the SSL "
+                "encoder with; e.g. --compare_baselines=random,imagenet"
+            )
+        for name, path in extras.items():
+            if check_this_machine and self.compare_with_random_init:
+                if not Path(path).is_file():
+                    raise UserError(f"--compare_extra_checkpoints entry {name}={path}: no such file")
+                recorded, _state = ssl_checkpoint_encoder(path, "--compare_extra_checkpoints")
+                check_encoder_spec(recorded, self.encoder_spec(), path)
+
+    def extra_checkpoints(self) -> dict[str, str]:
+        """--compare_extra_checkpoints as {init name: SSL checkpoint}, in the given order, names checked."""
+        extras: dict[str, str] = {}
+        for entry in self.compare_extra_checkpoints:
+            name, equals, path = (part.strip() for part in entry.partition("="))
+            if not equals or not name or not path:
+                raise UserError(
+                    f"--compare_extra_checkpoints entry '{entry}' is not name=path (e.g. "
+                    "--compare_extra_checkpoints=ssl_from_imagenet=outputs/<run>/checkpoints/last.ckpt)"
+                )
+            reserved = (*COMPARE_BASELINES, PRETRAINED_INIT)
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in reserved:
+                raise UserError(
+                    f"--compare_extra_checkpoints name '{name}' must be letters, digits, '_' and '-' (it names child "
+                    f"runs) and none of {', '.join(reserved)}"
+                )
+            if name in extras:
+                raise UserError(f"--compare_extra_checkpoints names '{name}' twice: give each checkpoint its own name")
+            extras[name] = path
+        return extras
 
     def fits_linear_probe(self) -> bool:
         """Whether the head is fitted in closed form on cached embeddings (frozen encoder, lbfgs)."""
@@ -307,9 +404,11 @@ class SSLClassifierContainer(SSLContainer):
 
     def create_lightning_module(self, datamodule: pl.LightningDataModule) -> SSLClassifier:
         splits = datamodule.splits  # type: ignore[attr-defined]
+        spec = self.classifier_encoder_spec()
         arguments = dict(
-            encoder_name=self.ssl_encoder,
-            in_channels=self.in_channels,
+            encoder_name=spec.name,
+            in_channels=spec.in_channels,
+            encoder_spec=spec.as_dict(),
             task=splits.label_info.task,
             class_names=splits.label_info.class_names,
             freeze_encoder=self.freeze_encoder,
@@ -328,24 +427,44 @@ class SSLClassifierContainer(SSLContainer):
                 module = SSLClassifier(**arguments)
         if self.test_only_checkpoint is not None:
             pass  # the test stage loads every weight from the checkpoint
-        elif self.local_weights_path is not None and not self.resume:
-            module.encoder.load_state_dict(self.pretrained_encoder_state())
-            logger.info("Encoder weights loaded from %s", self.local_weights_path)
-        elif self.local_weights_path is None:
-            logger.warning("No --local_weights_path: the classifier starts from a randomly initialised encoder")
+        elif not self.resume:  # a resumed run's weights come from its own checkpoint
+            self.load_starting_encoder(module.encoder)
         return module
 
-    def pretrained_encoder_state(self) -> dict[str, torch.Tensor]:
-        assert self.local_weights_path is not None
-        return encoder_state_from_ssl_checkpoint(self.local_weights_path, self.ssl_encoder, self.in_channels)
+    def classifier_encoder_spec(self) -> EncoderSpec:
+        """The encoder the classifier is built as: the checkpoint's (--test_only_checkpoint's; --local_weights_path's
+        after checking that --ssl_encoder, --in_channels and --encoder_options name it), else the flags'."""
+        if self.test_only_checkpoint is not None:
+            return classifier_checkpoint_encoder_spec(self.test_only_checkpoint)
+        if self.local_weights_path is not None:
+            recorded, _state = ssl_checkpoint_encoder(self.local_weights_path)
+            check_encoder_spec(recorded, self.encoder_spec(), self.local_weights_path)
+            return recorded
+        return self.encoder_spec()
 
-    def create_encoder(self) -> nn.Module:
-        """The encoder a classifier of this container starts from: the SSL checkpoint's, or the seeded random one
-        (the same weights as the random encoder of :meth:`create_lightning_module`)."""
-        with seeded_initialisation(self.random_seed):
-            encoder = create_encoder(self.ssl_encoder, self.in_channels)
+    def pretrained_encoder_state(self) -> dict[str, torch.Tensor]:
+        """The SSL checkpoint's downstream encoder weights (after the same check as :meth:`classifier_encoder_spec`)."""
+        assert self.local_weights_path is not None
+        recorded, state = ssl_checkpoint_encoder(self.local_weights_path)
+        check_encoder_spec(recorded, self.encoder_spec(), self.local_weights_path)
+        return state
+
+    def load_starting_encoder(self, encoder: nn.Module) -> None:
+        """Start ``encoder`` from the SSL checkpoint, else from --encoder_weights (none: it stays random)."""
         if self.local_weights_path is not None:
             encoder.load_state_dict(self.pretrained_encoder_state())
+            logger.info("Encoder weights loaded from %s", self.local_weights_path)
+        elif self.encoder_weights != NO_WEIGHTS:
+            load_starting_weights(encoder, self.encoder_weights)
+        else:
+            logger.warning("No --local_weights_path: the classifier starts from a randomly initialised encoder")
+
+    def create_encoder(self) -> nn.Module:
+        """The encoder a classifier of this container starts from: the SSL checkpoint's, --encoder_weights', or the
+        seeded random one (the same weights as the encoder of :meth:`create_lightning_module`)."""
+        with seeded_initialisation(self.random_seed):
+            encoder = create_encoder(self.classifier_encoder_spec())
+        self.load_starting_encoder(encoder)
         return encoder
 
     def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:

@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
 from innerssl.data.datasets.base import DatasetSplits, Split, UsedDataset
 from innerssl.data.pipeline import ImageStream, stream_seed
 from innerssl.data.sampling import ResumableSampler, TrainingPosition

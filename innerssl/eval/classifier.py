@@ -1,5 +1,10 @@
 """Classifier on top of an SSL encoder: a linear probe (frozen encoder) or full finetuning.
 
+The encoder is built from ``encoder_spec`` (an :class:`~innerssl.networks.EncoderSpec` as a dict: name, channels,
+spatial dims, construction options such as a ViT's img_size and patch_size), a hyperparameter and part of the
+checkpoint metadata, so a classifier checkpoint rebuilds its encoder on its own. Checkpoints from before the spec
+carry only ``encoder_name`` and ``in_channels``, which then describe the encoder.
+
 The classifier knows nothing about the SSL method beyond the encoder weights it is given. With a frozen
 encoder the encoder runs in eval mode under ``no_grad`` and is left out of the optimizer, so its
 weights and BatchNorm statistics stay bit-identical.
@@ -13,9 +18,9 @@ import torch
 from torch import nn
 
 from innerssl.data.datasets.base import LabelInfo
-from innerssl.encoders import create_encoder
 from innerssl.eval.metrics import EpochPredictions, classification_loss
 from innerssl.eval.online_linear import frozen_eval_mode
+from innerssl.networks import EncoderSpec, create_encoder
 from innerssl.optim import WarmupCosineModule
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, checkpoint_metadata
 
@@ -36,17 +41,25 @@ class SSLClassifier(WarmupCosineModule):
         dropout: float = 0.0,
         positive_weight: float | None = None,
         channels_last: bool = False,
+        encoder_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if encoder_spec is None:  # a checkpoint from before the spec: the encoder had no options
+            encoder_spec = EncoderSpec(encoder_name, in_channels).as_dict()
         self.save_hyperparameters()
         self.label_info = LabelInfo(task, tuple(class_names))  # type: ignore[arg-type]
-        self.encoder = create_encoder(encoder_name, in_channels)
+        self.encoder = create_encoder(self.encoder_spec)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.feature_dim, self.label_info.num_outputs))
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self._predictions = {split: EpochPredictions(self.label_info) for split in ("train", "val", "test")}
         self.test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
         """(probabilities, targets) of the last test epoch on this process, in the test loader's order."""
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        """The spec the encoder is built from (``encoder_spec`` wins over ``encoder_name`` / ``in_channels``)."""
+        return EncoderSpec.from_dict(self.hparams.encoder_spec)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -107,8 +120,9 @@ class SSLClassifier(WarmupCosineModule):
         self._log_epoch("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        spec = self.encoder_spec
         checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(
-            "classifier", self.hparams.encoder_name, self.hparams.in_channels
+            "classifier", spec.name, spec.in_channels, encoder_spec=spec.as_dict()
         )
 
     def configure_optimizers(self) -> dict:

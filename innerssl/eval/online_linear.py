@@ -56,7 +56,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, LINEAR_HEAD_VAL_DATALOADER_INDEX
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY, LINEAR_HEAD_VAL_DATALOADER_INDEX
 from innerssl.data.datasets.base import LabelInfo
 from innerssl.eval.metrics import EpochPredictions, classification_loss
 

@@ -2,12 +2,15 @@
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors, containers and plain values
 only, so a shared checkpoint cannot run arbitrary pickled code. innerssl writes nothing else, and
-records under ``CHECKPOINT_KEY`` what made the checkpoint (kind, SSL method, encoder, input channels).
+records under ``CHECKPOINT_KEY`` what made the checkpoint (kind, SSL method, encoder, input channels, and the
+full :class:`~innerssl.networks.EncoderSpec` with construction options, from which the classifier, the kNN
+evaluation, the comparison and export rebuild the encoder).
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -90,20 +93,86 @@ def ssl_checkpoint_info(checkpoint: dict[str, Any], path: Path | str, parameter:
     return info
 
 
-def encoder_state_from_ssl_checkpoint(
-    path: Path | str, encoder_name: str, in_channels: int, parameter: str = "--local_weights_path"
-) -> dict[str, torch.Tensor]:
-    """The downstream encoder's weights (BYOL: target encoder; SimCLR: encoder) from an SSL checkpoint."""
+def format_encoder_options(options: Mapping[str, Any]) -> str:
+    """Options as the ``--encoder_options`` text that sets them: ``img_size=32,patch_size=8`` (tuples as 96x96x96)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if value is None:
+            return "none"
+        if isinstance(value, list | tuple):
+            return "x".join(str(item) for item in value)
+        return str(value)
+
+    return ",".join(f"{key}={text(value)}" for key, value in options.items())
+
+
+def describe_encoder(spec: EncoderSpec) -> str:
+    """One phrase naming an encoder spec, for errors, logs and model.json: name, options, channels, dims."""
+    options = f" ({format_encoder_options(spec.options)})" if spec.options else ""
+    return f"{spec.name}{options} with {spec.in_channels} input channel(s), {spec.spatial_dims}D"
+
+
+def _comparable(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options with lists as tuples: a tuple option may come back from a checkpoint or YAML as a list."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+
+
+def check_encoder_spec(recorded: EncoderSpec, requested: EncoderSpec, path: Path | str) -> None:
+    """A one-line error naming the flags to set when ``requested`` (the run's flags) is not the checkpoint's encoder.
+
+    Compared: name, input channels and construction options (a ViT's img_size / patch_size change its weights'
+    shapes and meaning); the spatial dims are the checkpoint's."""
+    same = (recorded.name, recorded.in_channels, _comparable(recorded.options)) == (
+        requested.name,
+        requested.in_channels,
+        _comparable(requested.options),
+    )
+    if not same:
+        raise UserError(
+            f"{path} holds a {describe_encoder(recorded)} encoder, but this run asks for "
+            f"{describe_encoder(requested)}: "
+            f"set --ssl_encoder={recorded.name} --in_channels={recorded.in_channels} "
+            f"--encoder_options={format_encoder_options(recorded.options)}"
+        )
+
+
+def ssl_checkpoint_encoder(
+    path: Path | str, parameter: str = "--local_weights_path"
+) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
+    """The downstream encoder of an SSL checkpoint (BYOL: target encoder; SimCLR: encoder): its spec and weights."""
     checkpoint = load_checkpoint(path, parameter)
     info = ssl_checkpoint_info(checkpoint, path, parameter)
-    if (info["encoder_name"], info["in_channels"]) != (encoder_name, in_channels):
-        raise UserError(
-            f"{path} holds a {info['encoder_name']} encoder with {info['in_channels']} input channel(s), but this "
-            f"run asks for {encoder_name} with {in_channels}: set --ssl_encoder={info['encoder_name']} "
-            f"--in_channels={info['in_channels']}"
-        )
     prefix = info["encoder_prefix"]
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:
         raise UserError(f"{path} has no '{prefix}*' weights: it is damaged or not an innerssl SSL checkpoint")
+    return encoder_spec_of(info), state
+
+
+def encoder_state_from_ssl_checkpoint(
+    path: Path | str,
+    encoder_name: str,
+    in_channels: int,
+    parameter: str = "--local_weights_path",
+    encoder_options: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The downstream encoder's weights, after checking that the checkpoint holds ``encoder_name`` with
+    ``in_channels`` (and ``encoder_options``; None: options are not compared, for callers that know none)."""
+    from innerssl.networks import EncoderSpec
+
+    recorded, state = ssl_checkpoint_encoder(path, parameter)
+    options = recorded.options if encoder_options is None else dict(encoder_options)
+    check_encoder_spec(recorded, EncoderSpec(encoder_name, in_channels, recorded.spatial_dims, options), path)
     return state
+
+
+def classifier_checkpoint_encoder_spec(path: Path | str, parameter: str = "--test_only_checkpoint") -> EncoderSpec:
+    """The encoder a classifier checkpoint holds (older ones without a spec: name and channels)."""
+    info = load_checkpoint(path, parameter).get(CHECKPOINT_KEY)
+    if not isinstance(info, dict) or info.get("kind") != "classifier":
+        raise UserError(
+            f"{path} is not an innerssl classifier checkpoint: pass a classifier run's best.ckpt with {parameter}"
+        )
+    return encoder_spec_of(info)

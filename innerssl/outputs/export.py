@@ -2,7 +2,10 @@
 
 From an SSL checkpoint the export is the downstream encoder (BYOL: the target encoder; SimCLR: the
 encoder), mapping images to embeddings; from a classifier checkpoint it is encoder + head followed by
-the task's activation, mapping images to class probabilities. Both take a float32 batch
+the task's activation, mapping images to class probabilities. The encoder is rebuilt from the checkpoint's
+encoder spec (registry name, channels, construction options such as a timm ViT's ``img_size`` and
+``patch_size``; checkpoints from before the spec: name and channels), which ``model.json`` records as
+``encoder_spec`` beside a one-line ``encoder_description``. Both take a float32 batch
 ``(batch, channels, image_size, image_size)`` in [0, 1] (the batch size is free) and run in eval mode
 (BatchNorm with its running statistics, no dropout).
 
@@ -10,7 +13,8 @@ the task's activation, mapping images to class probabilities. Both take a float3
 ``torch.jit.trace``), ``model.onnx`` (ONNX, by ``torch.onnx.export``'s ``torch.export``-based exporter,
 opset ``ONNX_OPSET``, weights inside the file) and ``model.json``, which says what goes in and what
 comes out: input shape, channels and value range, the preprocessing of the run's augmentation config,
-class names, task, output meaning, source checkpoint, innerssl and torch versions, opset.
+class names, task, output meaning, the encoder (name, spec with options), source checkpoint, innerssl and torch
+versions, opset.
 
 Every export is checked before ``model.json`` is written: the exported files are loaded back
 (``torch.jit.load``; ONNX Runtime for ONNX) and run on a seeded batch of ``PARITY_BATCH_SIZE`` random
@@ -56,9 +60,15 @@ from torch import nn
 import innerssl
 from innerssl.augment.config import load_augmentation_config
 from innerssl.augment.per_sample import LUMINANCE_WEIGHTS
-from innerssl.encoders import create_encoder
 from innerssl.errors import UserError
-from innerssl.outputs.checkpoints import CHECKPOINT_KEY, encoder_state_from_ssl_checkpoint, load_checkpoint
+from innerssl.networks import EncoderSpec, create_encoder
+from innerssl.outputs.checkpoints import (
+    CHECKPOINT_KEY,
+    describe_encoder,
+    encoder_spec_of,
+    load_checkpoint,
+    ssl_checkpoint_encoder,
+)
 
 logger = logging.getLogger("innerssl.outputs.export")  # also when run as __main__
 
@@ -111,14 +121,21 @@ class ExportSource:
     checkpoint: Path
     kind: str
     model: nn.Module
-    encoder_name: str
-    in_channels: int
+    encoder_spec: EncoderSpec
     output_name: str
     output_size: int
     output_meaning: str
     task: str | None = None
     class_names: list[str] = field(default_factory=list)
     ssl_method: str | None = None
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder_spec.name
+
+    @property
+    def in_channels(self) -> int:
+        return self.encoder_spec.in_channels
 
 
 def _checkpoint_info(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -132,26 +149,27 @@ def _checkpoint_info(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _ssl_source(path: Path, info: dict[str, Any]) -> ExportSource:
-    encoder = create_encoder(info["encoder_name"], info["in_channels"])
-    state = encoder_state_from_ssl_checkpoint(path, info["encoder_name"], info["in_channels"], CHECKPOINT_FLAG)
+    spec, state = ssl_checkpoint_encoder(path, CHECKPOINT_FLAG)
+    encoder = create_encoder(spec)
     try:
         encoder.load_state_dict(state)
     except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"{path} holds encoder weights that do not fit {info['encoder_name']}: {str(error)[:200]}"
+            f"{path} holds encoder weights that do not fit {describe_encoder(spec)}: {first_line[:200]}"
         ) from None
     method = info.get("method")
     return ExportSource(
         checkpoint=path,
         kind="encoder",
         model=encoder,
-        encoder_name=info["encoder_name"],
-        in_channels=info["in_channels"],
+        encoder_spec=spec,
         output_name="embeddings",
         output_size=int(encoder.feature_dim),
         output_meaning=(
-            f"embeddings: the {info['encoder_name']} encoder's globally average-pooled features (not normalised) "
-            f"of the {method} run's downstream encoder{' (target network)' if method == 'BYOL' else ''}"
+            f"embeddings: the pooled features (not normalised) of the {describe_encoder(spec)} encoder (its forward: "
+            "global average pooling of a CNN's feature map, a ViT's class token or token pooling), the "
+            f"{method} run's downstream encoder{' (target network)' if method == 'BYOL' else ''}"
         ),
         ssl_method=method,
     )
@@ -164,8 +182,11 @@ def _classifier_source(path: Path, checkpoint: dict[str, Any], info: dict[str, A
     if not isinstance(hyper_parameters, dict):
         raise UserError(f"{path} has no hyper_parameters: it is damaged or not an innerssl classifier checkpoint")
     accepted = inspect.signature(SSLClassifier.__init__).parameters
+    arguments = {k: v for k, v in hyper_parameters.items() if k in accepted}
+    if arguments.get("encoder_spec") is None and info.get("encoder_spec"):
+        arguments["encoder_spec"] = encoder_spec_of(info).as_dict()
     try:
-        module = SSLClassifier(**{k: v for k, v in hyper_parameters.items() if k in accepted})
+        module = SSLClassifier(**arguments)
         module.load_state_dict(checkpoint["state_dict"])
     except (TypeError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -184,8 +205,7 @@ def _classifier_source(path: Path, checkpoint: dict[str, Any], info: dict[str, A
         checkpoint=path,
         kind="classifier",
         model=ProbabilityClassifier(module.encoder, module.head, task),
-        encoder_name=info["encoder_name"],
-        in_channels=info["in_channels"],
+        encoder_spec=module.encoder_spec,
         output_name="probabilities",
         output_size=label_info.num_outputs,
         output_meaning=meaning,
@@ -259,7 +279,9 @@ def channel_description(in_channels: int) -> str:
     if in_channels == 1:
         weights = ", ".join(str(w) for w in LUMINANCE_WEIGHTS)
         return f"1 channel: grayscale; RGB images are converted to luminance with weights ({weights})"
-    return "3 channels: RGB; grayscale images are repeated into the 3 channels"
+    if in_channels == 3:
+        return "3 channels: RGB; grayscale images are repeated into the 3 channels"
+    return f"{in_channels} channels, in the order of the training images' channels; one-channel images are repeated"
 
 
 def default_image_size(checkpoint: Path | str) -> int:
@@ -419,6 +441,8 @@ def model_metadata(
             "meaning": source.output_meaning,
         },
         "encoder": source.encoder_name,
+        "encoder_spec": source.encoder_spec.as_dict(),
+        "encoder_description": describe_encoder(source.encoder_spec),
         "ssl_method": source.ssl_method,
         "source_checkpoint": str(source.checkpoint.resolve()),
         "innerssl_version": innerssl.__version__,

@@ -10,17 +10,28 @@ tasks use the encoder.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
 from innerssl.ssl.base import SSLModule
+from innerssl.ssl.registry import register_method
 
 
+@register_method
 class BarlowTwins(SSLModule):
     method_name = "BarlowTwins"
+    flag_prefix = "barlow_twins"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "hidden size of the projection (and prediction) head",
+        "projection_dim": "output size of the projection head",
+        "lambda_param": "weight of the off-diagonal (redundancy reduction) terms",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "lambda_param": (0, None),
+    }
 
     def __init__(
         self,

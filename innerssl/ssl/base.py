@@ -1,10 +1,12 @@
 """The shared base of every SSL method: encoder, optimizer, schedule, logging of the SSL loss.
 
-A method subclass builds its heads in ``__init__``, declares the views it trains on (``view_groups``, a
-classmethod of its hyperparameters, so the data pipeline can make them before the module exists; default:
-two views of the augmentation config's size) and implements ``ssl_loss(*views)``, which receives the views of
-a batch in the order of the groups; where the encoder used downstream is not ``self.encoder`` (BYOL's target
-network), it also implements ``embedding_encoder``.
+A method subclass registers itself (``@register_method``, innerssl.ssl.registry), builds its heads in
+``__init__``, whose keyword arguments (with the paper's defaults, documented in ``parameter_docs``) are its
+command-line parameters (``--<flag_prefix>_<argument>``, innerssl.ssl.parameters), declares the views it trains
+on (``view_groups``, a classmethod of its hyperparameters, so the data pipeline can make them before the module
+exists; default: two views of the augmentation config's size) and implements ``ssl_loss(*views)``, which
+receives the views of a batch in the order of the groups; where the encoder used downstream is not
+``self.encoder`` (BYOL's target network), it also implements ``embedding_encoder``.
 
 Batches: during training either ``{"ssl": (views, labels), ...}`` (other keys, such as the linear head's
 batch, belong to callbacks) or just ``(views, labels)``, ``views`` a sequence of view batches (or a single
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from innerssl.augment.views import TWO_VIEWS, ViewGroup, total_views
-from innerssl.data.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
+from innerssl.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
 from innerssl.networks import create_encoder
 from innerssl.networks.encoder import describe
 from innerssl.networks.weights import NO_WEIGHTS, load_starting_weights
@@ -49,6 +51,15 @@ class SSLModule(WarmupCosineModule):
     """
 
     method_name: ClassVar[str] = ""
+    """The registry name (``--ssl_training_type``)."""
+    flag_prefix: ClassVar[str] = ""
+    """Prefix of the method's flags: ``--<flag_prefix>_<argument>`` (innerssl.ssl.parameters)."""
+    encoder_layouts: ClassVar[tuple[str, ...]] = ("map", "tokens")
+    """The encoder outputs the method can train (``feature_layout``: CNN feature maps, ViT tokens)."""
+    parameter_docs: ClassVar[dict[str, str]] = {}
+    """Help text of each of the method's own ``__init__`` arguments (every one needs one)."""
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
+    """Inclusive (min, max) of numeric arguments; None: unbounded."""
 
     def __init__(
         self,

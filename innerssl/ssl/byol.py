@@ -7,7 +7,7 @@ encoder is what downstream tasks use (as in InnerEye).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightly.loss import NegativeCosineSimilarity
@@ -15,10 +15,21 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from innerssl.ssl.momentum import MomentumSSLModule, momentum_copy
+from innerssl.ssl.registry import register_method
 
 
+@register_method
 class BYOL(MomentumSSLModule):
     method_name = "BYOL"
+    flag_prefix = "byol"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "hidden size of the projection (and prediction) head",
+        "projection_dim": "output size of the projection head",
+        "base_momentum": "initial EMA momentum of the target network (cosine schedule to 1)",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "base_momentum": (0, 1),
+    }
 
     def __init__(
         self,

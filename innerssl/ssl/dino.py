@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightly.loss import DINOLoss
@@ -38,6 +38,7 @@ from torch import nn
 from innerssl.augment.views import ViewGroup, views_of_role
 from innerssl.errors import UserError
 from innerssl.ssl.momentum import MomentumSSLModule, momentum_copy
+from innerssl.ssl.registry import register_method
 
 GLOBAL_VIEWS = 2
 """The teacher's views: two global crops, as in the paper."""
@@ -47,8 +48,41 @@ DEFAULT_LOCAL_CROP_SCALE = (0.05, 0.4)
 """Area fraction of the local crops (the paper's; its global crops take 0.4-1)."""
 
 
+@register_method
 class DINO(MomentumSSLModule):
     method_name = "DINO"
+    flag_prefix = "dino"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "width of the DINO head's MLP",
+        "projection_dim": "bottleneck of the DINO head (l2-normalised before the last layer)",
+        "output_dim": "dimensions of the softmax the student matches to the teacher (the head's last layer)",
+        "teacher_temperature": "teacher softmax temperature (low: sharpened targets)",
+        "student_temperature": "student softmax temperature",
+        "base_momentum": "initial EMA momentum of the teacher network (cosine schedule to 1)",
+        "num_local_crops": (
+            "multi-crop: small local crops per image that only the student sees, beside the two global views that"
+            " teacher and student see (the paper: 6 or 10); 0: two-view DINO"
+        ),
+        "local_crop_size": (
+            "side of the local crops, a fraction of the global views' side when at most 1 (0.43: 96 px for 224 px"
+            " views, 28 px for the 64 px demo), pixels above 1 (e.g. 96). A timm ViT needs "
+            "--encoder_options=...,dynamic_img_size=true for them, and a size divisible by its patch size (or "
+            "dynamic_img_pad=true)"
+        ),
+        "global_crop_scale": (
+            "area fraction min,max of the two global views, e.g. 0.4,1 (the paper's with local crops; it takes "
+            "0.14,1 without); empty (the default): the SSL augmentation config's random_crop.scale"
+        ),
+        "local_crop_scale": "area fraction min,max of the image that a local crop covers (the paper: 0.05,0.4)",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "output_dim": (2, None),
+        "teacher_temperature": (0.0001, None),
+        "student_temperature": (0.0001, None),
+        "base_momentum": (0, 1),
+        "num_local_crops": (0, None),
+        "local_crop_size": (0, None),
+    }
 
     def __init__(
         self,
@@ -60,7 +94,7 @@ class DINO(MomentumSSLModule):
         base_momentum: float = 0.996,
         num_local_crops: int = 6,
         local_crop_size: float = DEFAULT_LOCAL_CROP_SIZE,
-        global_crop_scale: Sequence[float] | None = None,
+        global_crop_scale: Sequence[float] = (),
         local_crop_scale: Sequence[float] = DEFAULT_LOCAL_CROP_SCALE,
         **base_arguments: Any,
     ) -> None:
@@ -70,7 +104,7 @@ class DINO(MomentumSSLModule):
         (0.996), cosine schedule to 1. Multi-crop: ``num_local_crops`` (6; 0: two-view DINO) local crops of
         side ``local_crop_size`` (a fraction of the global side up to 1, pixels above; 0.43: 96 of 224 px) and
         area fraction ``local_crop_scale`` (0.05-0.4); ``global_crop_scale``: the global views' area fraction
-        (None: the augmentation config's; the paper takes 0.4-1 with local crops)."""
+        (empty: the augmentation config's; the paper takes 0.4-1 with local crops)."""
         super().__init__(**base_arguments)
         self.global_positions = views_of_role(self.declared_views, "global")
         self.local_positions = views_of_role(self.declared_views, "local")

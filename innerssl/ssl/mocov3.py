@@ -15,7 +15,7 @@ ResNets (0.2 is its ViT value). Downstream tasks use the momentum encoder, as th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from lightly.utils import dist
 from torch import nn
 
 from innerssl.ssl.momentum import MomentumSSLModule, momentum_copy
+from innerssl.ssl.registry import register_method
 
 
 def moco_v3_contrastive_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,8 +43,20 @@ def moco_v3_contrastive_loss(queries: torch.Tensor, keys: torch.Tensor, temperat
     return F.cross_entropy(logits, labels) * (2 * temperature)
 
 
+@register_method
 class MoCoV3(MomentumSSLModule):
     method_name = "MoCoV3"
+    flag_prefix = "mocov3"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "hidden size of the projector and the predictor",
+        "projection_dim": "output size of the projector and the predictor",
+        "temperature": "contrastive loss temperature (1.0 for ResNets, 0.2 for ViTs, as in MoCo v3)",
+        "base_momentum": "initial EMA momentum of the momentum encoder (cosine schedule to 1)",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "temperature": (0.0001, None),
+        "base_momentum": (0, 1),
+    }
 
     def __init__(
         self,

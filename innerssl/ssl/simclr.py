@@ -5,17 +5,28 @@ NT-Xent with a temperature; under DDP the negatives are gathered from every proc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
 from innerssl.ssl.base import SSLModule
+from innerssl.ssl.registry import register_method
 
 
+@register_method
 class SimCLR(SSLModule):
     method_name = "SimCLR"
+    flag_prefix = "simclr"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "hidden size of the projection (and prediction) head",
+        "projection_dim": "output size of the projection head",
+        "temperature": "NT-Xent temperature",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "temperature": (0.0001, None),
+    }
 
     def __init__(
         self,

@@ -5,28 +5,43 @@ projection dimension keeps a standard deviation of at least 1 over the batch (va
 different dimensions are decorrelated (covariance). No negatives, no target network. lightly's
 ``VICRegLoss`` with the paper's weights 25 / 25 / 1; under DDP the variance and covariance terms use the
 projections of every process. The projection head is lightly's ``VICRegProjectionHead`` with two layers
-(linear, BatchNorm, ReLU, linear), as in lightly's examples; the paper uses three layers of 8192.
+(linear, BatchNorm, ReLU, linear) of the paper's width, 8192 (the paper uses three layers).
 Downstream tasks use the encoder.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
 from innerssl.ssl.base import SSLModule
+from innerssl.ssl.registry import register_method
 
 
+@register_method
 class VICReg(SSLModule):
     method_name = "VICReg"
+    flag_prefix = "vicreg"
+    parameter_docs: ClassVar[dict[str, str]] = {
+        "projection_hidden_dim": "hidden size of the projection (and prediction) head",
+        "projection_dim": "output size of the projection head",
+        "invariance_weight": "weight of the invariance (mean squared error) term",
+        "variance_weight": "weight of the variance (std of each dimension >= 1) term",
+        "covariance_weight": "weight of the covariance (decorrelation) term",
+    }
+    parameter_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "invariance_weight": (0, None),
+        "variance_weight": (0, None),
+        "covariance_weight": (0, None),
+    }
 
     def __init__(
         self,
-        projection_hidden_dim: int = 2048,
-        projection_dim: int = 2048,
+        projection_hidden_dim: int = 8192,
+        projection_dim: int = 8192,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,

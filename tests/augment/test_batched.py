@@ -28,8 +28,9 @@ from innerssl.augment.config import (
     parse_augmentation_config,
 )
 from innerssl.augment.per_sample import LUMINANCE_WEIGHTS, build_per_sample_transform
-from innerssl.augment.views import ViewGroup
+from innerssl.augment.views import ViewGroup, view_shape
 from innerssl.data.pipeline import ImageStream
+from innerssl.ssl.dino import DINO
 from tests.augment.all_on import all_on_config
 
 AUGMENTATIONS = Path(__file__).resolve().parents[2] / "augmentations"
@@ -829,6 +830,51 @@ def test_mask_path_of_multi_size_views_never_synchronises(channels: int, monkeyp
         resized = resize_only.views(x, 2, view_size=12)  # a view size without a crop: the whole-image box
     assert [tuple(view.shape) for view in views] == [(4, channels, SIZE, SIZE)] * 2 + [(4, channels, 16, 16)] * 3
     assert [tuple(view.shape) for view in resized] == [(4, channels, 12, 12)] * 2
+
+
+def test_the_sync_check_sees_the_index_path_of_local_crops() -> None:
+    """The multi-size check can fail: the local crops alone, on the CPU's index-subset path, are caught."""
+    stream = ImageStream(config_from(ALL_ON), 1, True, views=MULTI_CROP[1:])
+    x = torch.randint(0, 256, (4, 1, 40, 44), dtype=torch.uint8)
+    with _ForbidHostSync(), pytest.raises(AssertionError, match="host synchronisation|boolean-mask"):
+        stream.to_encoder(x)
+
+
+def dino_view_sides(height: int, width: int) -> list[tuple[int, int]]:
+    """(height, width) of every view DINO declares with its defaults (2 global + its local crops)."""
+    return [view_shape(group.size, height, width) for group in DINO.view_groups() for _ in range(group.count)]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.name for path in SHIPPED])
+def test_mask_path_of_dinos_default_views_never_synchronises(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shipped config with DINO's own multi-crop views (its defaults: 2 global + 6 local crops)."""
+    config = load_augmentation_config(str(path))
+    stream = ImageStream(config, 1, True, views=DINO.view_groups())
+    x = torch.randint(0, 256, (2, 1, 40, 44), dtype=torch.uint8)
+    monkeypatch.setattr(batched, "uses_index_subsets", lambda device: False)
+    with _ForbidHostSync():
+        views = stream.to_encoder(x)
+    global_side = tuple(views[0].shape[-2:])
+    assert [tuple(view.shape[-2:]) for view in views] == dino_view_sides(*global_side)
+    assert len(views) == 8 and views[-1].shape[-1] < views[0].shape[-1]  # the local crops are smaller
+    assert all(view.shape[:2] == (2, 1) and view.min() >= 0 and view.max() <= 1 for view in views)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cuda_pinned_batch_to_dino_views_runs_without_synchronising(channels: int) -> None:
+    """A DINO training batch's path: pinned uint8 batch, non-blocking copy, 2 global + 6 local crops."""
+    stream = ImageStream(config_from(ALL_ON), channels, True, views=DINO.view_groups())
+    batch = torch.randint(0, 256, (8, 1, 40, 44), dtype=torch.uint8).pin_memory()
+    stream.to_encoder(batch.to("cuda", non_blocking=True))  # warm up (lazy initialisation may synchronise)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        views = stream.to_encoder(batch.to("cuda", non_blocking=True))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [tuple(view.shape[-2:]) for view in views] == dino_view_sides(SIZE, SIZE)
+    assert all(view.is_cuda and view.shape[:2] == (8, channels) for view in views)
+    assert all(view.min() >= 0.0 and view.max() <= 1.0 for view in views)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

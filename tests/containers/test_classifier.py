@@ -20,12 +20,12 @@ from innerssl.eval.linear_probe import LinearProbeClassifier
 from innerssl.optim import warmup_cosine_factor_of_fraction
 from innerssl.registry import find_model
 from innerssl.training import train
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags
 
 
 def classifier(tmp_path, **overrides) -> SSLClassifierContainer:
     container = find_model("DemoClassifier", [])()
-    flags = dict(item[2:].split("=", 1) for item in tiny_demo_flags(tmp_path, **overrides))
+    flags = dict(item[2:].split("=", 1) for item in tiny_classifier_flags(tmp_path, **overrides))
     container.apply_flags(flags)
     return container
 

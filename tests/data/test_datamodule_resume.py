@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from innerssl.augment.config import parse_augmentation_config
 from innerssl.augment.views import ViewGroup
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.datamodule import ClassifierDataModule, SSLDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabelInfo
 from innerssl.data.pipeline import ImageStream

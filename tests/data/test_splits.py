@@ -6,7 +6,7 @@ import pytest
 from innerssl.data.datasets.base import LabeledSubset
 from innerssl.data.splits import label_fraction_subset
 from innerssl.registry import find_model
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags
 
 
 def test_fraction_one_keeps_everything():
@@ -60,7 +60,7 @@ def test_bad_fraction_is_refused(fraction):
 def test_container_subsets_training_split_only(tmp_path):
     def splits(fraction):
         container = find_model("DemoClassifier", [])()
-        flags = dict(item[2:].split("=", 1) for item in tiny_demo_flags(tmp_path, label_fraction=fraction))
+        flags = dict(item[2:].split("=", 1) for item in tiny_classifier_flags(tmp_path, label_fraction=fraction))
         container.apply_flags(flags)
         return container.create_datamodule().splits
 

@@ -26,9 +26,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY
 from innerssl.containers.classifier import SSLClassifierContainer
 from innerssl.containers.ssl import SSLContainer
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY
 from innerssl.data.datasets.base import LabelInfo
 from innerssl.distributed import effective_learning_rate, global_rank_from_env, scaled_learning_rate
 from innerssl.eval.online_linear import OnlineLinearHead

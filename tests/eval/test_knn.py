@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from innerssl.augment.config import parse_augmentation_config
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.datamodule import SSLDataModule
 from innerssl.data.datasets.base import DatasetSplits, LabelInfo
 from innerssl.data.pipeline import ImageStream

@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 
 from innerssl.outputs.checkpoints import load_checkpoint
-from tests.conftest import REPO_ROOT, tiny_demo_flags
+from tests.conftest import REPO_ROOT, tiny_classifier_flags
 
 RUN_TIMEOUT_S = 240
 
 
 def run_classifier(tmp_path: Path, processes: int) -> Path:
-    flags = tiny_demo_flags(tmp_path, output_dir=tmp_path / f"outputs{processes}", num_cpu_processes=processes)
+    flags = tiny_classifier_flags(tmp_path, output_dir=tmp_path / f"outputs{processes}", num_cpu_processes=processes)
     command = [sys.executable, str(REPO_ROOT / "runner.py"), "--model=DemoClassifier", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # several processes on a small CPU: no intra-op threads
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)

@@ -13,13 +13,13 @@ from innerssl.eval.metrics import classification_metrics
 from innerssl.outputs.checkpoints import load_checkpoint
 from innerssl.registry import find_model
 from innerssl.training import train
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags
 from tests.eval.logistic_reference import auroc, reference_probe
 
 
 def classifier(tmp_path, **overrides):
     container = find_model("DemoClassifier", [])()
-    flags = dict(item[2:].split("=", 1) for item in tiny_demo_flags(tmp_path, **overrides))
+    flags = dict(item[2:].split("=", 1) for item in tiny_classifier_flags(tmp_path, **overrides))
     container.apply_flags(flags)
     return container
 

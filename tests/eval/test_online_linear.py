@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from innerssl.data.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
+from innerssl.batches import LINEAR_HEAD_BATCH_KEY, SSL_BATCH_KEY
 from innerssl.data.datasets.base import LabelInfo
 from innerssl.eval.embeddings import Embedded
 from innerssl.eval.linear_probe import fit_linear_probe, ranking_auroc

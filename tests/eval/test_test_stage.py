@@ -4,12 +4,12 @@ import pandas as pd
 
 from innerssl.registry import find_model
 from innerssl.training import train
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags
 
 
 def classifier(tmp_path, **overrides):
     container = find_model("DemoClassifier", [])()
-    flags = dict(item[2:].split("=", 1) for item in tiny_demo_flags(tmp_path, num_epochs=1, **overrides))
+    flags = dict(item[2:].split("=", 1) for item in tiny_classifier_flags(tmp_path, num_epochs=1, **overrides))
     container.apply_flags(flags)
     return container
 

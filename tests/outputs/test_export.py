@@ -13,7 +13,7 @@ from innerssl.eval.classifier import SSLClassifier
 from innerssl.outputs import export
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint, load_checkpoint
 from innerssl.runner import main
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags, tiny_demo_flags
 
 HAS_ONNXRUNTIME = all(importlib.util.find_spec(name) for name in export.ONNX_PACKAGES)
 FORMATS = ["torchscript", "onnx"] if HAS_ONNXRUNTIME else ["torchscript"]
@@ -26,7 +26,10 @@ def runs(tmp_path_factory):
     assert main(["--model=DemoBYOL", *tiny_demo_flags(tmp_path, num_epochs=1)]) == 0
     ssl = tmp_path / "outputs" / "DemoBYOL" / "test"
     weights = ssl / "checkpoints" / "last.ckpt"
-    assert main(["--model=DemoClassifier", *tiny_demo_flags(tmp_path, num_epochs=1, local_weights_path=weights)]) == 0
+    assert (
+        main(["--model=DemoClassifier", *tiny_classifier_flags(tmp_path, num_epochs=1, local_weights_path=weights)])
+        == 0
+    )
     return ssl, tmp_path / "outputs" / "DemoClassifier" / "test"
 
 

@@ -24,7 +24,7 @@ def test_downstream_encoder_is_the_encoder():
 
 
 def test_container_passes_lambda():
-    container = DemoBarlowTwins(barlow_twins_lambda=0.01, projection_hidden_dim=32, projection_dim=16)
+    container = DemoBarlowTwins(barlow_twins_lambda_param=0.01, projection_hidden_dim=32, projection_dim=16)
     model = ssl_method(container.ssl_training_type)(**container.method_arguments())
     assert isinstance(model, BarlowTwins)
     assert model.criterion.lambda_param == 0.01

@@ -112,7 +112,7 @@ def test_container_passes_the_multi_crop_parameters_to_the_method_and_its_views_
     assert model.declared_views == expected
     assert container.create_datamodule().ssl_stream.view_groups == expected
     assert DemoDINO(dino_num_local_crops=0).method_hyperparameters()["num_local_crops"] == 0
-    assert DemoDINO().method_hyperparameters()["global_crop_scale"] is None  # empty: the config's crop scale
+    assert DemoDINO().method_hyperparameters()["global_crop_scale"] == []  # empty: the config's crop scale
 
 
 # --- multi-crop ------------------------------------------------------------------------------------------------

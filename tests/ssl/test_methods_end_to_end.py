@@ -7,7 +7,7 @@ import torch
 from innerssl.encoders import create_encoder
 from innerssl.outputs.checkpoints import encoder_state_from_ssl_checkpoint, load_checkpoint
 from innerssl.runner import main
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags, tiny_demo_flags
 
 # method, the documented downstream encoder's state_dict prefix, extra flags
 CASES = [
@@ -60,7 +60,7 @@ def test_dino_multi_crop_run_writes_a_checkpoint_whose_encoder_the_classifier_lo
     for column in ("ssl/train_loss", "ssl/val_loss", "linear_head/val_auroc", "knn/val_auroc"):
         assert metrics[column].notna().all(), column
 
-    classifier_flags = tiny_demo_flags(
+    classifier_flags = tiny_classifier_flags(
         tmp_path, num_epochs=1, dataset_cache_dir=dataset_cache, local_weights_path=last, freeze_encoder="true"
     )
     assert main(["--model=DemoClassifier", *classifier_flags]) == 0

@@ -13,9 +13,10 @@ from torch.utils.data import default_collate
 
 from innerssl.augment.config import parse_augmentation_config
 from innerssl.augment.views import ViewGroup, total_views
-from innerssl.data.batches import SSL_BATCH_KEY
+from innerssl.batches import SSL_BATCH_KEY
 from innerssl.data.pipeline import ImageStream
-from innerssl.ssl import SSL_METHODS
+from innerssl.errors import UserError
+from innerssl.ssl import METHODS
 from innerssl.ssl.base import SSLModule, ssl_views
 
 CONFIG = parse_augmentation_config(
@@ -32,26 +33,46 @@ CONFIG = parse_augmentation_config(
     },
     "test views",
 )
-SMALL_HEADS = {"projection_hidden_dim": 32, "projection_dim": 16, "output_dim": 32}
+SMALL_HEADS = {
+    "projection_hidden_dim": 32,
+    "projection_dim": 16,
+    "output_dim": 32,
+    "decoder_dim": 32,
+    "decoder_depth": 1,
+}
 """Small heads for the methods whose ``__init__`` takes these arguments."""
 VARIANTS: dict[str, list[dict[str, Any]]] = {
-    "DINO": [{"num_local_crops": 0}, {"num_local_crops": 2, "local_crop_size": 12, "global_crop_scale": [0.4, 1.0]}],
+    "DINO": [{"num_local_crops": 0}, {"num_local_crops": 2, "local_crop_size": 16, "global_crop_scale": [0.4, 1.0]}],
 }
 """Hyperparameters that change a method's views, tried beside its defaults (every method runs with its defaults)."""
+DYNAMIC_SIZE = {"dynamic_img_size": True, "dynamic_img_pad": True}
+"""DINO's local crops are smaller than its global views, and of sides the patch size need not divide."""
+ENCODERS = {
+    "cnn": ("resnet18", {}),
+    "vit": ("timm:vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2, **DYNAMIC_SIZE}),
+}
+"""A CNN and a (two-block) ViT: every registered method is tested with both."""
 BATCH = 4
 
 
 def method_cases() -> Iterator[Any]:
-    for name in SSL_METHODS:
+    for name in METHODS.names():
         for index, hyperparameters in enumerate([{}, *VARIANTS.get(name, [])]):
             yield pytest.param(name, hyperparameters, id=f"{name}-{index}" if index else name)
 
 
-def tiny_method(method: type[SSLModule], channels: int, **hyperparameters: Any) -> SSLModule:
+def tiny_method(method: type[SSLModule], channels: int, encoder: str = "cnn", **hyperparameters: Any) -> SSLModule:
     accepted = inspect.signature(method.__init__).parameters
     small = {name: value for name, value in SMALL_HEADS.items() if name in accepted}
+    encoder_name, options = ENCODERS[encoder]
     torch.manual_seed(0)
-    return method(encoder_name="resnet18", in_channels=channels, **small, **hyperparameters)
+    return method(encoder_name=encoder_name, in_channels=channels, encoder_options=options, **small, **hyperparameters)
+
+
+def takes(method: type[SSLModule], encoder: str) -> bool:
+    """Whether ``method`` trains this kind of encoder (MAE: ViTs only)."""
+    layout = "tokens" if encoder == "vit" else "map"
+    return layout in method.encoder_layouts
 
 
 def ssl_batch(stream: ImageStream, channels: int) -> tuple[Any, torch.Tensor]:
@@ -66,13 +87,20 @@ def ssl_batch(stream: ImageStream, channels: int) -> tuple[Any, torch.Tensor]:
     return default_collate([dataset[index] for index in range(BATCH)])
 
 
+@pytest.mark.parametrize("encoder", list(ENCODERS))
 @pytest.mark.parametrize("on_device", [False, True], ids=["per_sample", "on_device"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize(("name", "hyperparameters"), list(method_cases()))
-def test_every_method_trains_and_validates_on_the_views_it_declares(name, hyperparameters, channels, on_device):
-    method = SSL_METHODS[name]
+def test_every_method_trains_and_validates_on_the_views_it_declares(
+    name, hyperparameters, channels, on_device, encoder
+):
+    method = METHODS.get(name)
+    if not takes(method, encoder):
+        with pytest.raises(UserError):
+            tiny_method(method, channels, encoder, **hyperparameters)
+        return
     groups = method.view_groups(hyperparameters)
-    model = tiny_method(method, channels, **hyperparameters)
+    model = tiny_method(method, channels, encoder, **hyperparameters)
     assert model.declared_views == groups  # the instance's views are the classmethod's, from its hyperparameters
     stream = ImageStream(CONFIG, channels, on_device, views=groups)
     batch = ssl_batch(stream, channels)
@@ -86,17 +114,17 @@ def test_every_method_trains_and_validates_on_the_views_it_declares(name, hyperp
     loss = model.ssl_loss(*views)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
-    first_layer = next(p for p in model.encoder.parameters() if p.ndim == 4)
+    first_layer = next(p for p in model.encoder.parameters() if p.ndim == 4)  # the conv stem / patch embedding
     assert first_layer.grad is not None and first_layer.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model.ssl_loss(*views))  # the SSL validation loss: the same views
 
 
-@pytest.mark.parametrize("name", list(SSL_METHODS))
+@pytest.mark.parametrize("name", METHODS.names())
 def test_a_wrong_number_of_views_is_refused_plainly(name):
-    method = SSL_METHODS[name]
-    model = tiny_method(method, 1)
+    method = METHODS.get(name)
+    model = tiny_method(method, 1, "cnn" if takes(method, "cnn") else "vit")
     expected = total_views(method.view_groups())
     views = [torch.rand(4, 1, 32, 32) for _ in range(expected + 1)]
     with pytest.raises(ValueError, match=f"takes {expected} views per image"):
@@ -104,7 +132,7 @@ def test_a_wrong_number_of_views_is_refused_plainly(name):
 
 
 def test_view_groups_default_to_the_init_defaults():
-    for method in SSL_METHODS.values():
+    for method in map(METHODS.get, METHODS.names()):
         assert method.view_groups() == method.view_groups({}) == method.view_groups(None)
         assert total_views(method.view_groups()) >= 1
 

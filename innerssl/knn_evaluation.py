@@ -8,8 +8,11 @@ under- or over-train, so it is a robust second opinion beside the linear probe.
 
 A kNN run is a run folder like a classifier's: ``config.yaml``, ``log.txt``, ``metrics.csv`` (one row:
 ``classifier/val_*`` and ``classifier/test_*``), ``test_predictions.csv`` and ``charts/test_roc.png``; there
-is no checkpoint (the "model" is the bank). It runs outside Lightning, on the first GPU of this process
-(``LOCAL_RANK``) or the CPU; under DDP every process computes the same result and global rank 0 writes it.
+is no checkpoint (the "model" is the bank). The encoder is the classifier container's
+(:meth:`~innerssl.containers.classifier.SSLClassifierContainer.create_encoder`): built from the SSL checkpoint's
+encoder spec (with its construction options) and weights, from ``--encoder_weights``, or seeded random. It runs
+outside Lightning, on the first GPU of this process (``LOCAL_RANK``) or the CPU; under DDP every process computes
+the same result and global rank 0 writes it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from innerssl.eval.embeddings import Embedded, embed_dataset, frozen_encoder_emb
 from innerssl.eval.knn import knn_vote_probabilities
 from innerssl.eval.metrics import classification_metrics
 from innerssl.eval.test_report import write_test_report
+from innerssl.outputs.checkpoints import describe_encoder
 from innerssl.outputs.run_folder import resolve_run_folder
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ def run_knn_evaluation(container: SSLClassifierContainer, model_name: str) -> Ru
         label_info = splits.label_info
         device = evaluation_device(container)
         encoder = container.create_encoder().to(device)
+        logger.info("kNN encoder: %s", describe_encoder(container.classifier_encoder_spec()))
         if container.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         embed_images = frozen_encoder_embedding(encoder, container.precision, container.channels_last)

@@ -1,4 +1,5 @@
-"""How SSL training batches are laid out; shared by the datamodule, the SSL modules and the monitors."""
+"""How SSL training batches are laid out: the contract between the datamodule (which makes them), the SSL modules
+and the monitors (which read them). Beside the layers, so that SSL methods need nothing from innerssl.data."""
 
 SSL_BATCH_KEY = "ssl"
 """Training batch key of the SSL batch ``(views, labels)``: ``views`` is a sequence of ``(B, C, H, W)`` batches,

@@ -1,19 +1,28 @@
-"""Did pretraining help? Classifiers from the SSL encoder vs from a random encoder, over label fractions.
+"""Did pretraining help? Classifiers from SSL encoders vs from baseline encoders, over label fractions.
 
-For each mode x label fraction x repeat (seed = random_seed + repeat) ``run_comparison`` evaluates two encoders,
-the one of ``local_weights_path`` and a random one, each in an ordinary run folder
-``<output_dir>/<model>/<comparison run>/<mode>_frac<fraction>_<init>_seed<seed>/``:
+For each mode x label fraction x repeat (seed = random_seed + repeat) ``run_comparison`` evaluates every encoder
+("init") of the comparison, each in an ordinary run folder
+``<output_dir>/<model>/<comparison run>/<mode>_frac<fraction>_<init>_seed<seed>/``. The inits, in this order:
+
+- the baselines of ``compare_baselines``: ``random`` (a seeded random encoder, the same in every mode) and
+  ``imagenet`` (starting weights from ``compare_imagenet_weights``: the library's ImageNet weights or a file);
+- ``pretrained``: the SSL encoder of ``local_weights_path``;
+- one per ``compare_extra_checkpoints`` entry ``name=path``: further SSL checkpoints of the same encoder (e.g. SSL
+  started from ImageNet weights), named ``name``.
+
+The modes:
 
 - ``frozen``: a linear probe (by default a logistic regression fitted to convergence on the embeddings, see
   :mod:`innerssl.eval.linear_probe`; ``--linear_probe_solver=adamw`` trains the head instead), then the test
   stage on the best-on-validation checkpoint;
 - ``finetuned``: the whole network trained by AdamW, the same number of optimizer steps at every label
   fraction (see :mod:`innerssl.containers.classifier`), early-stopped on validation AUROC;
-- ``knn``: kNN votes of the training embeddings, nothing trained (:mod:`innerssl.eval.knn_evaluation`).
+- ``knn``: kNN votes of the training embeddings, nothing trained (:mod:`innerssl.knn_evaluation`).
 
-It then writes into the comparison folder ``comparison.csv`` (every child run's test metrics, how its head was
-fitted and the steps it took), ``comparison.md`` (mean ± std over repeats, AUROC difference and relative
-improvement, steps, the settings) and ``comparison.png`` (test AUROC vs label fraction).
+It then writes into the comparison folder ``comparison.csv`` (every child run's test metrics, its starting
+weights, how its head was fitted and the steps it took), ``comparison.md`` (each init's mean ± std over repeats,
+the AUROC difference and relative improvement of every SSL init over every baseline, steps, the settings) and
+``comparison.png`` (test AUROC vs label fraction, one line per init and mode).
 """
 
 from __future__ import annotations
@@ -31,16 +40,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from innerssl.containers.classifier import SSLClassifierContainer  # noqa: E402
+from innerssl.containers.classifier import PRETRAINED_INIT, SSLClassifierContainer  # noqa: E402
 from innerssl.distributed import is_global_zero  # noqa: E402
 from innerssl.errors import UserError  # noqa: E402
 from innerssl.eval.classifier import METRIC_PREFIX  # noqa: E402
+from innerssl.networks import create_encoder  # noqa: E402
+from innerssl.networks.weights import NO_WEIGHTS, load_starting_weights  # noqa: E402
+from innerssl.outputs.checkpoints import describe_encoder  # noqa: E402
 from innerssl.outputs.run_folder import RunFolder, new_run_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("auroc", "auprc", "accuracy")
-INITS = ("random", "pretrained")
+RANDOM_INIT = "random"
+IMAGENET_INIT = "imagenet"
+INITS = (RANDOM_INIT, PRETRAINED_INIT)
+"""The inits of a comparison with the default --compare_baselines=random and no extra checkpoints."""
+INIT_LABELS = {RANDOM_INIT: "random-init", IMAGENET_INIT: "imagenet-init"}
+"""How comparison.md and the chart name an init (others: by their name)."""
 COMPARISON_MD = "comparison.md"
 COMPARISON_PNG = "comparison.png"
 COMPARISON_CSV = "comparison.csv"
@@ -102,18 +119,70 @@ def child_run_name(mode: str, fraction: float, init: str, seed: int) -> str:
     return f"{mode}_frac{fraction:g}_{init}_seed{seed}"
 
 
+def baselines(container: SSLClassifierContainer) -> list[str]:
+    """The baseline inits (``compare_baselines``), in order, each once."""
+    return list(dict.fromkeys(container.compare_baselines))
+
+
+def ssl_inits(container: SSLClassifierContainer) -> list[str]:
+    """The SSL inits: ``pretrained`` (--local_weights_path), then the extra checkpoints' names."""
+    return [PRETRAINED_INIT, *container.extra_checkpoints()]
+
+
+def comparison_inits(container: SSLClassifierContainer) -> list[str]:
+    """Every init of the comparison, in the order of its child runs and table columns."""
+    return [*baselines(container), *ssl_inits(container)]
+
+
+def init_label(init: str) -> str:
+    return INIT_LABELS.get(init, init)
+
+
+def starting_weights(container: SSLClassifierContainer, init: str) -> dict[str, Any]:
+    """A child's parameters for ``init``: where its encoder starts (an SSL checkpoint, --encoder_weights, random)."""
+    if init == RANDOM_INIT:
+        return {"local_weights_path": None, "encoder_weights": NO_WEIGHTS}
+    if init == IMAGENET_INIT:
+        return {"local_weights_path": None, "encoder_weights": container.compare_imagenet_weights}
+    if init == PRETRAINED_INIT:
+        return {"local_weights_path": container.local_weights_path, "encoder_weights": NO_WEIGHTS}
+    return {"local_weights_path": container.extra_checkpoints()[init], "encoder_weights": NO_WEIGHTS}
+
+
+def weights_source(overrides: dict[str, Any]) -> str:
+    """The ``weights`` column of comparison.csv: the SSL checkpoint, the weights (imagenet or a file) or none."""
+    return str(overrides["local_weights_path"] or overrides["encoder_weights"])
+
+
+def check_imagenet_weights(container: SSLClassifierContainer) -> None:
+    """Load the imagenet baseline's weights into the encoder once before any child runs: a missing download, a
+    file that is not a state dict or weights of another network fail now, naming --compare_imagenet_weights."""
+    encoder = create_encoder(container.classifier_encoder_spec())
+    try:
+        load_starting_weights(encoder, container.compare_imagenet_weights, "--compare_imagenet_weights")
+    except UserError as error:
+        message = " ".join(str(error).split())  # one line, whatever the library's message held
+        raise UserError(message.replace("--encoder_weights", "--compare_imagenet_weights")) from None
+
+
 def child_container(container: SSLClassifierContainer, **overrides: Any) -> SSLClassifierContainer:
     """A copy of ``container`` with ``overrides``; never itself a comparison or a resumed run."""
     values = {name: getattr(container, name) for name in container.parameters()}
     values = {name: list(value) if isinstance(value, list) else value for name, value in values.items()}
     child = type(container)(**values)
-    child.param.update(compare_with_random_init=False, resume=False, test_only_checkpoint=None, **overrides)
+    child.param.update(
+        compare_with_random_init=False,
+        compare_extra_checkpoints=[],
+        resume=False,
+        test_only_checkpoint=None,
+        **overrides,
+    )
     return child
 
 
 def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
     """Train every child run and write comparison.md / .png / .csv; returns the comparison folder."""
-    from innerssl.eval.knn_evaluation import run_knn_evaluation
+    from innerssl.knn_evaluation import run_knn_evaluation
     from innerssl.training import train
 
     if container.local_weights_path is None:
@@ -122,6 +191,8 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
             "pretrained encoder to compare with a random one)"
         )
     container.validate()
+    if IMAGENET_INIT in baselines(container):
+        check_imagenet_weights(container)
     comparison_name = container.run_name or new_run_name()
     folder = container.output_root() / model_name / comparison_name
     continuing = container.resume or container.auto_resume
@@ -137,7 +208,7 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
         for mode in freeze_modes(container)
         for fraction in container.label_fractions
         for repeat in range(container.num_repeats)
-        for init in INITS
+        for init in comparison_inits(container)
     ]
     rows = []
     for number, (mode, fraction, init, seed) in enumerate(settings, start=1):
@@ -150,13 +221,14 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
         logger.info(
             "Comparison run %d/%d: %s, fraction %g, %s, seed %d", number, len(settings), mode, fraction, init, seed
         )
+        weights = starting_weights(container, init)
         child = child_container(
             container,
             freeze_encoder=mode != "finetuned",  # knn embeds with the frozen encoder too
             label_fraction=fraction,
             random_seed=seed,
-            local_weights_path=container.local_weights_path if init == "pretrained" else None,
             run_name=f"{comparison_name}/{name}",
+            **weights,
         )
         # A child killed mid-training continues from its own last.ckpt (an epoch end or a timed checkpoint).
         child.resume = continuing and mode != KNN_MODE and RunFolder(folder / name).last_checkpoint.is_file()
@@ -167,6 +239,7 @@ def run_comparison(container: SSLClassifierContainer, model_name: str) -> Path:
             "label_fraction": fraction,
             "init": init,
             "seed": seed,
+            "weights": weights_source(weights),
             "num_train_images": result.num_train_images,
             "head": head,
             **training_steps(result.folder.metrics_csv, head, container.linear_probe_l2_grid),
@@ -257,11 +330,44 @@ def head_settings(container: SSLClassifierContainer, table: pd.DataFrame) -> lis
     return lines
 
 
+def difference_columns(container: SSLClassifierContainer) -> list[tuple[str, str, str, str]]:
+    """(SSL init, baseline, difference header, relative improvement header) for every SSL init x baseline; the one
+    pair of the default comparison (pretrained vs random) keeps the plain headers."""
+    pairs = [(ssl, baseline) for ssl in ssl_inits(container) for baseline in baselines(container)]
+    if len(pairs) == 1:
+        return [(*pairs[0], "AUROC difference", "AUROC relative improvement (%)")]
+    return [
+        (
+            ssl,
+            baseline,
+            f"AUROC difference {init_label(ssl)} vs {init_label(baseline)}",
+            f"AUROC relative improvement (%) {init_label(ssl)} vs {init_label(baseline)}",
+        )
+        for ssl, baseline in pairs
+    ]
+
+
+def encoder_settings(container: SSLClassifierContainer) -> str:
+    """The settings line naming the encoder and where each init's weights come from."""
+    sources = {
+        RANDOM_INIT: "a seeded random encoder",
+        IMAGENET_INIT: f"`--compare_imagenet_weights={container.compare_imagenet_weights}`",
+        PRETRAINED_INIT: f"`{container.local_weights_path}`",
+        **{name: f"`{path}`" for name, path in container.extra_checkpoints().items()},
+    }
+    inits = "; ".join(f"{init_label(init)}: {sources[init]}" for init in comparison_inits(container))
+    return f"- encoder `{describe_encoder(container.classifier_encoder_spec())}`; starting weights: {inits}"
+
+
 def comparison_markdown(table: pd.DataFrame, container: SSLClassifierContainer, model_name: str) -> str:
+    inits = comparison_inits(container)
+    differences = difference_columns(container)
     header = ["mode", "label fraction", "training images"]
-    header += [f"random-init {m.upper() if m != 'accuracy' else m}" for m in METRICS]
-    header += [f"pretrained {m.upper() if m != 'accuracy' else m}" for m in METRICS]
-    header += ["AUROC difference", "AUROC relative improvement (%)", "steps random / pretrained"]
+    for init in inits:
+        header += [f"{init_label(init)} {m.upper() if m != 'accuracy' else m}" for m in METRICS]
+    for _ssl, _baseline, difference_header, improvement_header in differences:
+        header += [difference_header, improvement_header]
+    header.append(f"steps {' / '.join(inits)}")
     lines = [
         f"# Did pretraining help? {model_name}",
         "",
@@ -273,33 +379,34 @@ def comparison_markdown(table: pd.DataFrame, container: SSLClassifierContainer, 
         "| " + " | ".join("---" for _ in header) + " |",
     ]
     for (mode, fraction), group in table.groupby(["mode", "label_fraction"], sort=False):
-        random = group[group["init"] == "random"]
-        pretrained = group[group["init"] == "pretrained"]
+        rows = {init: group[group["init"] == init] for init in inits}
         images = sorted({int(n) for n in group["num_train_images"].dropna()})
         cells = [str(mode), f"{fraction:g}", "/".join(str(n) for n in images) or "n/a"]
-        cells += [format_mean_std(random[m]) for m in METRICS]
-        cells += [format_mean_std(pretrained[m]) for m in METRICS]
-        random_auroc, pretrained_auroc = mean_std(random["auroc"])[0], mean_std(pretrained["auroc"])[0]
-        difference = pretrained_auroc - random_auroc
-        improvement = difference / random_auroc * 100 if random_auroc > 0 else math.nan
-        cells.append("n/a" if math.isnan(difference) else f"{difference:+.3f}")
-        cells.append("n/a" if math.isnan(improvement) else f"{improvement:+.1f}")
-        steps = group["steps"] if "steps" in group else pd.Series(dtype=float)
-        cells.append(f"{format_steps(steps[random.index])} / {format_steps(steps[pretrained.index])}")
+        for init in inits:
+            cells += [format_mean_std(rows[init][m]) for m in METRICS]
+        for ssl, baseline, _difference_header, _improvement_header in differences:
+            baseline_auroc, ssl_auroc = mean_std(rows[baseline]["auroc"])[0], mean_std(rows[ssl]["auroc"])[0]
+            difference = ssl_auroc - baseline_auroc
+            improvement = difference / baseline_auroc * 100 if baseline_auroc > 0 else math.nan
+            cells.append("n/a" if math.isnan(difference) else f"{difference:+.3f}")
+            cells.append("n/a" if math.isnan(improvement) else f"{improvement:+.1f}")
+        steps = group["steps"] if "steps" in group else pd.Series(np.nan, index=group.index)
+        cells.append(" / ".join(format_steps(steps[rows[init].index]) for init in inits))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Settings",
         "",
-        f"- model: `{model_name}`; encoder `{container.ssl_encoder}`; pretrained weights "
-        f"`{container.local_weights_path}`",
+        f"- model: `{model_name}`",
+        encoder_settings(container),
         f"- labeled dataset: `{container.linear_head_dataset_name}`; label fractions "
         f"{', '.join(f'{f:g}' for f in container.label_fractions)}; repeats {container.num_repeats} "
         f"(seeds {container.random_seed}..{container.random_seed + container.num_repeats - 1}); modes "
         f"{', '.join(freeze_modes(container))}",
         *head_settings(container, table),
         "- every child run (with its config.yaml, metrics.csv, test_predictions.csv and charts/test_roc.png) is a "
-        "subfolder; comparison.csv lists their test metrics, head fit, steps and (linear probe) L2 strength",
+        "subfolder; comparison.csv lists their test metrics, starting weights, head fit, steps and (linear probe) "
+        "L2 strength",
         "",
     ]
     return "\n".join(lines)
@@ -312,7 +419,7 @@ def plot_comparison(table: pd.DataFrame, target: Path) -> None:
         stats = [mean_std(group.loc[group["label_fraction"] == fraction, "auroc"]) for fraction in fractions]
         means = np.array([mean for mean, _ in stats])
         stds = np.array([std for _, std in stats])
-        axis.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=f"{init}, {mode}")
+        axis.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=f"{init_label(str(init))}, {mode}")
     axis.set_xscale("log")
     ticks = sorted(table["label_fraction"].unique())
     axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])

@@ -7,14 +7,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from innerssl.eval.knn import knn_vote_probabilities
-from innerssl.eval.knn_evaluation import run_knn_evaluation
+from innerssl.knn_evaluation import run_knn_evaluation
 from innerssl.registry import find_model
-from tests.conftest import tiny_demo_flags
+from tests.conftest import tiny_classifier_flags
 
 
 def classifier(tmp_path, **overrides):
     container = find_model("DemoClassifier", [])()
-    flags = dict(item[2:].split("=", 1) for item in tiny_demo_flags(tmp_path, **overrides))
+    flags = dict(item[2:].split("=", 1) for item in tiny_classifier_flags(tmp_path, **overrides))
     container.apply_flags(flags)
     return container
 
