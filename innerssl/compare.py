@@ -158,11 +158,7 @@ def check_imagenet_weights(container: SSLClassifierContainer) -> None:
     """Load the imagenet baseline's weights into the encoder once before any child runs: a missing download, a
     file that is not a state dict or weights of another network fail now, naming --compare_imagenet_weights."""
     encoder = create_encoder(container.classifier_encoder_spec())
-    try:
-        load_starting_weights(encoder, container.compare_imagenet_weights, "--compare_imagenet_weights")
-    except UserError as error:
-        message = " ".join(str(error).split())  # one line, whatever the library's message held
-        raise UserError(message.replace("--encoder_weights", "--compare_imagenet_weights")) from None
+    load_starting_weights(encoder, container.compare_imagenet_weights, "--compare_imagenet_weights")
 
 
 def child_container(container: SSLClassifierContainer, **overrides: Any) -> SSLClassifierContainer:

@@ -26,7 +26,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from innerssl.containers.ssl import BAD_FILE_LOG_NAME
+from innerssl.containers.groups.data import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
 from innerssl.distributed import gpus_per_node, is_global_zero
 from innerssl.eval.classifier import METRIC_PREFIX

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from innerssl.compile import compile_networks
 from innerssl.containers.base import Container
-from innerssl.containers.ssl import BAD_FILE_LOG_NAME
+from innerssl.containers.groups.data import BAD_FILE_LOG_NAME
 from innerssl.data.datasets.base import read_bad_file_log
 from innerssl.distributed import (
     RUN_NAME_ENV,

@@ -437,17 +437,19 @@ class SSLClassifierContainer(
         if self.test_only_checkpoint is not None:
             return classifier_checkpoint_encoder_spec(self.test_only_checkpoint)
         if self.local_weights_path is not None:
-            recorded, _state = ssl_checkpoint_encoder(self.local_weights_path)
-            check_encoder_spec(recorded, self.encoder_spec(), self.local_weights_path)
-            return recorded
+            return self.checked_ssl_encoder()[0]
         return self.encoder_spec()
 
-    def pretrained_encoder_state(self) -> dict[str, torch.Tensor]:
-        """The SSL checkpoint's downstream encoder weights (after the same check as :meth:`classifier_encoder_spec`)."""
+    def checked_ssl_encoder(self) -> tuple[EncoderSpec, dict[str, torch.Tensor]]:
+        """The SSL checkpoint's downstream encoder, spec and weights, once its spec is checked against the flags."""
         assert self.local_weights_path is not None
         recorded, state = ssl_checkpoint_encoder(self.local_weights_path)
         check_encoder_spec(recorded, self.encoder_spec(), self.local_weights_path)
-        return state
+        return recorded, state
+
+    def pretrained_encoder_state(self) -> dict[str, torch.Tensor]:
+        """The SSL checkpoint's downstream encoder weights (after the check of :meth:`classifier_encoder_spec`)."""
+        return self.checked_ssl_encoder()[1]
 
     def load_starting_encoder(self, encoder: nn.Module) -> None:
         """Start ``encoder`` from the SSL checkpoint, else from --encoder_weights (none: it stays random)."""

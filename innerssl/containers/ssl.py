@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,7 +10,7 @@ import pytorch_lightning as pl
 
 from innerssl.cloud.parameters import AzureMLParameters
 from innerssl.containers.base import Container
-from innerssl.containers.groups.data import BAD_FILE_LOG_NAME, DataParameters
+from innerssl.containers.groups.data import DataParameters
 from innerssl.containers.groups.encoder import EncoderParameters
 from innerssl.containers.groups.method import MethodParameters
 from innerssl.containers.groups.monitoring import MonitoringParameters
@@ -23,10 +22,6 @@ from innerssl.distributed import effective_learning_rate
 from innerssl.eval.online_linear import METRIC_PREFIX
 from innerssl.registry import DATASETS
 from innerssl.ssl import ssl_method
-
-__all__ = ["BAD_FILE_LOG_NAME", "SSLContainer"]
-
-logger = logging.getLogger(__name__)
 
 
 class SSLContainer(

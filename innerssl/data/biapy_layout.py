@@ -64,6 +64,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from innerssl.data.debris import is_debris
 from innerssl.data.dicom import dicom_summary
 from innerssl.data.image_io import (
     DICOM_SUFFIXES,
@@ -92,8 +93,6 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 FLAT_2D_SUFFIXES = (*PIL_SUFFIXES, *DICOM_SUFFIXES)
 """Formats read by innerssl's 2D readers (image_io), float32 in [0, 1]."""
 SUPPORTED_SUFFIXES = (*TIFF_SUFFIXES, *NUMPY_SUFFIXES, *NIFTI_SUFFIXES, *FLAT_2D_SUFFIXES)
-DEBRIS_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
-"""Lower-cased debris names, as in innerssl.data.datasets.folder (not imported: that module pulls in torch)."""
 SEMANTIC_TIFF_KINDS = ("imagej", "ome")
 """tifffile series kinds whose axis letters come from metadata that names them, so they are trusted."""
 CHANNEL_LETTERS = "CS"
@@ -500,11 +499,6 @@ def _nifti_plan(path: Path, shape: tuple[int, ...], letters: str, spatial_dims: 
 
 
 # --- the layout ----------------------------------------------------------------------------------------------
-
-
-def is_debris(name: str) -> bool:
-    """Archive / file-browser debris or a hidden entry, skipped silently (as innerssl's folder datasets do)."""
-    return name.startswith(".") or name.lower() in DEBRIS_NAMES
 
 
 def list_image_files(folder: Path) -> dict[str, Path]:

@@ -102,8 +102,9 @@ def load_weights_into(encoder: nn.Module, state: dict[str, torch.Tensor], source
     encoder.load_state_dict({key: renamed[key] for key in own})
 
 
-def imagenet_state_dict(spec: EncoderSpec) -> dict[str, torch.Tensor]:
-    """The library's ImageNet weights for ``spec``'s network (downloaded and cached by torchvision / timm)."""
+def imagenet_state_dict(spec: EncoderSpec, parameter: str = "--encoder_weights") -> dict[str, torch.Tensor]:
+    """The library's ImageNet weights for ``spec``'s network (downloaded and cached by torchvision / timm); errors
+    name ``parameter``, the flag that asked for them."""
     try:
         if spec.name.startswith("timm:"):
             from innerssl.networks.timm_encoders import timm_model
@@ -114,7 +115,7 @@ def imagenet_state_dict(spec: EncoderSpec) -> dict[str, torch.Tensor]:
 
         if spec.name not in TORCHVISION_NETWORKS:
             raise UserError(
-                f"--encoder_weights=imagenet: {spec.name} has no ImageNet weights here (torchvision and timm:<model> "
+                f"{parameter}=imagenet: {spec.name} has no ImageNet weights here (torchvision and timm:<model> "
                 "encoders do); pass a weights file instead"
             )
         return torchvision_network(spec.name, pretrained=True).state_dict()
@@ -122,9 +123,9 @@ def imagenet_state_dict(spec: EncoderSpec) -> dict[str, torch.Tensor]:
         raise
     except Exception as error:  # no network, a proxy, a hub error: the download failed
         raise UserError(
-            f"--encoder_weights=imagenet could not download the ImageNet weights of {spec.name} "
+            f"{parameter}=imagenet could not download the ImageNet weights of {spec.name} "
             f"({type(error).__name__}: {str(error)[:150]}); on an offline machine download them where there is a "
-            "network and pass the file with --encoder_weights=<file>"
+            f"network and pass the file with {parameter}=<file>"
         ) from None
 
 
@@ -134,7 +135,7 @@ def load_starting_weights(encoder: nn.Module, weights: str, parameter: str = "--
         return
     spec = describe(encoder)
     if weights == IMAGENET:
-        state, source = imagenet_state_dict(spec), f"the ImageNet weights of {spec.name}"
+        state, source = imagenet_state_dict(spec, parameter), f"the ImageNet weights of {spec.name}"
     else:
         state, source = read_state_dict(Path(weights), parameter), f"{parameter}={weights}"
     load_weights_into(encoder, state, source)

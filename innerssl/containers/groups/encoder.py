@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,8 +12,6 @@ from innerssl.networks import ENCODERS, EncoderSpec
 from innerssl.networks.options import parse_encoder_options
 from innerssl.networks.registry import family_of
 from innerssl.networks.weights import IMAGENET, NO_WEIGHTS
-
-logger = logging.getLogger(__name__)
 
 
 class EncoderParameters(param.Parameterized):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 from typing import Any, ClassVar
 
 import param
@@ -14,8 +13,6 @@ from innerssl.errors import UserError
 from innerssl.optim import OPTIMIZER_NAMES
 from innerssl.ssl import METHODS, SSLModule, ssl_method
 from innerssl.ssl.parameters import method_parameters
-
-logger = logging.getLogger(__name__)
 
 
 class MethodParameters(param.Parameterized):
@@ -87,9 +84,6 @@ class MethodParameters(param.Parameterized):
         wanted = type(self).for_method(self.ssl_training_type)
         if type(self) is not wanted:
             self.__class__ = wanted
-
-    def validate_group(self, check_this_machine: bool) -> None:
-        ssl_method(self.ssl_training_type)
 
     def method_hyperparameters(self) -> dict:
         """The chosen method's own arguments, from its flags (from which it also declares its views)."""

@@ -3,7 +3,6 @@ settings that the classifier's kNN evaluation shares."""
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 import param
@@ -16,8 +15,6 @@ from innerssl.eval.online_linear import (
     DEFAULT_STEPS_PER_BATCH,
     online_linear_head_for,
 )
-
-logger = logging.getLogger(__name__)
 
 
 class KNNParameters(param.Parameterized):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 import param
-
-logger = logging.getLogger(__name__)
 
 
 class OptimisationParameters(param.Parameterized):

@@ -43,6 +43,7 @@ from innerssl.data.datasets.common import (
     seeded_split,
     select,
 )
+from innerssl.data.debris import is_debris
 from innerssl.errors import UserError
 from innerssl.registry import DATASETS
 
@@ -71,8 +72,6 @@ ACCEPTED_LAYOUTS = (
     f"lay the images out as root/<class>/<images> or as root/<split>/<class>/<images> with split folders "
     f"{SPLIT_NAMES_TEXT}"
 )
-DEBRIS_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
-"""Lower-cased names of archive and file-browser debris; names starting with '.' (``._*``, ``.DS_Store``) too."""
 MIN_VAL_IMAGES = 50
 """A val folder with fewer images is too small to select checkpoints or compare runs on (Kermany's has 16): it
 is merged into train, and a patient-level validation split of --val_fraction is carved from train instead."""
@@ -87,11 +86,6 @@ PatientOf = Callable[[Path], str]
 
 
 # --- finding the images and the layout ------------------------------------------------------------------
-
-
-def is_debris(name: str) -> bool:
-    """Whether a file or folder is archive / file-browser debris or hidden, to be skipped silently."""
-    return name.startswith(".") or name.lower() in DEBRIS_NAMES
 
 
 def find_image_files(root: Path) -> list[RelativePath]:
