@@ -108,6 +108,13 @@ def run(argv: Sequence[str]) -> int:
         return 0
 
     if getattr(container, "compare_with_random_init", False):
+        from innerssl.containers.segmentation import SegmentationContainer
+
+        if isinstance(container, SegmentationContainer):
+            from innerssl.compare_segmentation import run_segmentation_comparison
+
+            print(f"Comparison finished: outputs in {run_segmentation_comparison(container, model)}")
+            return 0
         from innerssl.compare import run_comparison
 
         print(f"Comparison finished: outputs in {run_comparison(container, model)}")  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ from innerssl.outputs.durable_io import DurableCheckpointIO
 from innerssl.outputs.last_checkpoint import LastCheckpoint
 from innerssl.outputs.metrics_csv import EpochMetricsWriter
 from innerssl.outputs.run_folder import BEST_CHECKPOINT_STEM, RunFolder, resolve_run_folder
-from innerssl.outputs.splits_csv import SPLITS_CSV, write_splits_csv
+from innerssl.outputs.splits_csv import SPLITS_CSV, write_image_splits_csv, write_splits_csv
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,10 @@ def prepare_data(container: Container, folder: RunFolder, same_folder: bool, ran
     if rank_zero and used:
         rows = write_splits_csv(used, folder.root / SPLITS_CSV)
         logger.info("%d images of %d dataset(s) listed in %s", rows, len(used), folder.root / SPLITS_CSV)
+    used_images = getattr(datamodule, "used_images", None)  # whole-image datamodules (restoration, segmentation)
+    if rank_zero and used_images is not None:
+        rows = write_image_splits_csv(used_images, folder.root / SPLITS_CSV)
+        logger.info("%d images listed in %s", rows, folder.root / SPLITS_CSV)
     return datamodule
 
 
@@ -150,7 +154,8 @@ def check_data(
     bad_files = read_bad_file_log(folder.root / BAD_FILE_LOG_NAME)
     if rank_zero:
         log_data_report(used, folder.root / BAD_FILE_LOG_NAME)
-        write_previews(previews_of(datamodule), folder.root / AUGMENTATION_FOLDER, torch.device("cpu"))
+        if hasattr(datamodule, "stream_previews"):  # whole-image datamodules log their own summary when built
+            write_previews(previews_of(datamodule), folder.root / AUGMENTATION_FOLDER, torch.device("cpu"))
         if bad_files:
             logger.warning("%d unreadable image files; see %s", len(bad_files), folder.root / BAD_FILE_LOG_NAME)
     return RunResult(folder, None, None, len(bad_files), checked_data_only=True)
@@ -251,14 +256,20 @@ def evaluate_on_test_split(
     folder: RunFolder,
     rank_zero: bool,
 ) -> dict[str, float]:
-    """The test stage of runs that have one (classifiers), on the test-only, best or last checkpoint."""
+    """The test stage of runs that have one (classifiers, restoration, segmentation), on the test-only, best or last
+    checkpoint. A container with its own ``test_stage`` (whole-image tasks) runs it on global rank 0 only."""
+    if not container.has_test_stage():
+        return {}
+    best = folder.best_checkpoint if folder.best_checkpoint.is_file() else None
+    checkpoint = container.test_only_checkpoint_path() or best or folder.last_checkpoint
+    own_test_stage = getattr(container, "test_stage", None)
+    if own_test_stage is not None:
+        return own_test_stage(module, datamodule, checkpoint, folder.root) if rank_zero else {}
     splits = getattr(datamodule, "splits", None)
-    if not container.has_test_stage() or splits is None or splits.test is None:
+    if splits is None or splits.test is None:
         return {}
     from innerssl.eval.test_report import run_test_stage
 
-    best = folder.best_checkpoint if folder.best_checkpoint.is_file() else None
-    checkpoint = container.test_only_checkpoint_path() or best or folder.last_checkpoint
     return run_test_stage(trainer, module, datamodule, checkpoint, folder.root if rank_zero else None)
 
 
@@ -279,7 +290,11 @@ def summarise(
         )
     best_value = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
     splits = getattr(datamodule, "splits", None)
-    num_train_images = len(splits.train) if splits is not None else None
+    used_images = getattr(datamodule, "used_images", None)  # whole-image datamodules (restoration, segmentation)
+    if splits is not None:
+        num_train_images: int | None = len(splits.train)
+    else:
+        num_train_images = len(used_images["train"]) if used_images is not None else None
     return RunResult(folder, best.monitor if best else None, best_value, len(bad_files), test_metrics, num_train_images)
 
 

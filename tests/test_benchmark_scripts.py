@@ -129,3 +129,34 @@ def test_data_throughput_prints_the_multi_crop_rate_beside_the_two_view_rate():
     assert line is not None, result.stdout
     assert (float(line[1]), float(line[2])) == (multi_crop, two_view)
     assert abs(float(line[3]) - multi_crop / two_view) <= 0.01
+
+
+def test_restoration_gain_prints_the_gain_over_the_baseline_and_the_segmentation_comparison(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        import pytest
+
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (it lies beside the checkout in CI)")
+    result = run_script(
+        "restoration_gain.py",
+        [
+            "--configs=TIF2D_Crappify",
+            "--seeds=1",
+            f"--output_dir={tmp_path / 'gain'}",
+            "--num_epochs=1",
+            "--patches_per_image=1",
+            "--max_num_gpus=0",
+        ],
+    )
+    output = result.stdout + result.stderr
+    # PASS (0) or FAIL (1) is what the one-epoch run measured; anything else is a crash.
+    assert result.returncode in (0, 1), output[-3000:]
+    row = re.search(
+        r"^\| TIF2D_Crappify \| microscopy-sample/nuclei-2d \| ([\d.]+) ± [\d.]+ \| ([\d.]+) ± ", output, re.M
+    )
+    assert row, output[-3000:]
+    assert float(row.group(2)) > 10  # the degraded input's PSNR, measured in the same run
+    assert re.search(r"^\| on_disk \| [\d.]+ ± ", output, re.M)
+    assert "| training images | random init | pretrained | difference (pretrained - random) |" in output
+    assert re.search(r"^\| 3 \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [+-][\d.]+ \|$", output, re.M)

@@ -9,13 +9,40 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "innerssl"
 FORBIDDEN = {
-    "ssl": ("innerssl.data", "innerssl.containers", "innerssl.eval", "innerssl.training", "innerssl.cloud"),
-    "networks": ("innerssl.ssl", "innerssl.data", "innerssl.containers", "innerssl.eval", "innerssl.training"),
-    "augment": ("innerssl.ssl", "innerssl.containers", "innerssl.eval", "innerssl.training"),
-    "data": ("innerssl.ssl", "innerssl.containers", "innerssl.eval", "innerssl.training"),
-    "outputs": ("innerssl.containers", "innerssl.training"),
-    "eval": ("innerssl.containers", "innerssl.training", "innerssl.compare", "innerssl.knn_evaluation"),
-    "containers": ("innerssl.training", "innerssl.compare", "innerssl.knn_evaluation"),
+    "ssl": (
+        "innerssl.data",
+        "innerssl.containers",
+        "innerssl.eval",
+        "innerssl.training",
+        "innerssl.cloud",
+        "innerssl.restoration",
+    ),
+    "networks": (
+        "innerssl.ssl",
+        "innerssl.data",
+        "innerssl.containers",
+        "innerssl.eval",
+        "innerssl.training",
+        "innerssl.restoration",
+    ),
+    "augment": ("innerssl.ssl", "innerssl.containers", "innerssl.eval", "innerssl.training", "innerssl.restoration"),
+    "data": ("innerssl.ssl", "innerssl.containers", "innerssl.eval", "innerssl.training", "innerssl.restoration"),
+    "outputs": ("innerssl.containers", "innerssl.training", "innerssl.restoration"),
+    "eval": (
+        "innerssl.containers",
+        "innerssl.training",
+        "innerssl.compare",
+        "innerssl.knn_evaluation",
+        "innerssl.restoration",
+    ),
+    "restoration": (
+        "innerssl.containers",
+        "innerssl.training",
+        "innerssl.compare",
+        "innerssl.compare_segmentation",
+        "innerssl.cloud",
+    ),
+    "containers": ("innerssl.training", "innerssl.compare", "innerssl.compare_segmentation", "innerssl.knn_evaluation"),
 }
 """Per subpackage, the modules it must not import (at module level or inside functions)."""
 

@@ -13,6 +13,7 @@ does not know how to run fails the test.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import shlex
@@ -57,6 +58,20 @@ IMAGE_QUICK = {
     "num_workers": 0,
     "knn_every_n_epochs": 0,
 }
+
+
+DENSE_QUICK = {
+    "num_epochs": 1,
+    "warmup_epochs": 0,
+    "num_workers": 0,
+    "patches_per_image": 1,
+    "val_fraction": 0.02,
+    "test_fraction": 0.02,
+    "compare_repeats": 1,
+    "checks_every_n_epochs": 1,
+}
+"""Restoration and segmentation configs (configs/biapy.py, configs/volumes.py): one patch per image, a few validation
+and test images."""
 
 
 def readme_commands() -> list[str]:
@@ -241,13 +256,27 @@ def handle(command: str, session: Session) -> None:
         return
     model = str(flags["model"])
     quick = DEMO_QUICK if model.startswith("Demo") else IMAGE_QUICK
+    if any(model in vars(importlib.import_module(f"configs.{module}")) for module in ("biapy", "volumes")):
+        quick = DENSE_QUICK
     if "label_fractions" in flags and model.startswith("Demo"):
         quick = {**quick, "demo_num_images": 400}  # 1% of the training split is still a few images
     run_runner(with_quick_flags(argv, session, quick))
 
 
 def needs_shared_data(command: str) -> bool:
-    return any(part in command for part in ("/data/nih", "/data/rsna", "nih-sample", "rsna-layout", "NIH_", "CXR"))
+    return any(
+        part in command
+        for part in (
+            "/data/nih",
+            "/data/rsna",
+            "nih-sample",
+            "rsna-layout",
+            "NIH_",
+            "CXR",
+            "microscopy-sample",
+            "hippocampus-sample",
+        )
+    )
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,9 @@ IMAGE_FOLDER = "x"
 TARGET_FOLDER = "y"
 SPATIAL_DIMS = (2, 3)
 MAX_CHANNELS = 8
+CONVERTIBLE_CHANNELS = (1, 3)
+"""Gray and RGB: the channel counts --in_channels converts between (ITU-R 601 luminance, or repetition)."""
+LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 """An unnamed last axis is channels only when at most this long (and shorter than y and x); see the module doc."""
 NUMPY_SUFFIXES = (".npy",)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -224,6 +227,20 @@ def _array_reader(suffix: str) -> ArrayReader | None:
     if suffix in NUMPY_SUFFIXES:
         return _read_numpy
     return _read_nifti if suffix in NIFTI_SUFFIXES else None
+
+
+def convert_channels(pixels: np.ndarray, channels: int | None) -> np.ndarray:
+    """A channel-first image with ``channels`` channels (None: unchanged): RGB to gray by ITU-R 601 luminance (as
+    Pillow's "L"), gray to RGB by repetition; other conversions are refused earlier, by the layout's check."""
+    if channels is None or pixels.shape[0] == channels:
+        return pixels
+    if pixels.shape[0] == 3 and channels == 1:
+        weights = np.asarray(LUMINANCE_WEIGHTS, dtype=np.float64).reshape(3, *([1] * (pixels.ndim - 1)))
+        gray = (pixels.astype(np.float64) * weights).sum(axis=0, keepdims=True)
+        return gray.astype(pixels.dtype) if pixels.dtype.kind == "f" else np.rint(gray).astype(pixels.dtype)
+    if pixels.shape[0] == 1 and channels == 3:
+        return np.repeat(pixels, 3, axis=0)
+    raise ValueError(f"Cannot convert {pixels.shape[0]} channels to {channels}")
 
 
 def check_spatial_dims(spatial_dims: int) -> None:
@@ -600,8 +617,10 @@ class BiaPyLayout:
         seed: int = 0,
         bad_file_log: BadFileLog | None = None,
         root_flag: str = "--local_dataset",
+        channels: int | None = None,
     ) -> BiaPyLayout:
-        """Scan ``root`` (see the module docstring); user mistakes raise a one-line :class:`UserError`."""
+        """Scan ``root`` (see the module docstring); user mistakes raise a one-line :class:`UserError`. ``channels``
+        (``--in_channels``): the images' channel count the user asked for (gray <-> RGB converted when read)."""
         check_spatial_dims(spatial_dims)
         if not 0 <= val_fraction < 1:
             raise UserError(f"{FLAGS['val_fraction']}={val_fraction} must be at least 0 and below 1 (e.g. 0.1)")
@@ -667,7 +686,7 @@ class BiaPyLayout:
                 _names([str(path) for path in layout.bad_files]),
             )
         samples = [sample for split in SPLITS for sample in layout.splits[split]]
-        layout.channels = layout._shared_channels([sample.image_path for sample in samples], "images")
+        layout.channels = layout._shared_channels([sample.image_path for sample in samples], "images", channels)
         targets = [sample.target_path for sample in samples if sample.target_path is not None]
         layout.target_channels = layout._shared_channels(targets, "targets") if targets else None
         logger.info(
@@ -690,8 +709,20 @@ class BiaPyLayout:
             return False
         return True
 
-    def _shared_channels(self, paths: Sequence[Path], what: str) -> int:
-        """The channel count of ``paths``; a file with another count than most is a UserError naming both counts."""
+    def _shared_channels(self, paths: Sequence[Path], what: str, wanted: int | None = None) -> int:
+        """The channel count of ``paths``; a file with another count than most is a UserError naming both counts.
+
+        ``wanted`` (``--in_channels``) is the count the user asked for: gray and RGB files then both pass when it is
+        1 or 3 (they are converted when read, see :func:`convert_channels`); any other count is still refused."""
+        if wanted is not None:
+            convertible = CONVERTIBLE_CHANNELS if wanted in CONVERTIBLE_CHANNELS else (wanted,)
+            odd = next((path for path in paths if self.infos[path].channels not in convertible), None)
+            if odd is not None:
+                raise UserError(
+                    f"{odd} has {self.infos[odd].channels} channel(s), which --in_channels={wanted} cannot be made "
+                    f"from (only gray <-> RGB is converted): convert or remove {odd}"
+                )
+            return wanted
         counts = Counter(self.infos[path].channels for path in paths)
         common = counts.most_common(1)[0][0]
         odd = next((path for path in paths if self.infos[path].channels != common), None)
@@ -700,6 +731,7 @@ class BiaPyLayout:
             raise UserError(
                 f"{odd} has {self.infos[odd].channels} channel(s) but the other {what} have {common} (e.g. {example}): "
                 f"all {what} of a dataset need the same channel count; convert or remove {odd}"
+                + (", or set --in_channels=1 or 3 (gray and RGB files are then converted)" if what == "images" else "")
             )
         return common
 

@@ -15,12 +15,22 @@ SPLITS = ("train", "val", "test")
 
 
 def metric_groups(columns: list[str]) -> dict[str, dict[str, str]]:
-    """Map 'prefix/metric' to {split: column} for columns named 'prefix/<split>_<metric>'."""
+    """Map 'prefix/metric' to {line label: column} for columns named 'prefix/<split>_<metric>' (label: the split).
+
+    A column 'prefix/<split>_<qualifier>_<metric>' whose 'prefix/<split>_<metric>' also exists joins that metric's
+    chart as the line '<split> <qualifier>': a restoration's baseline (``val_input_psnr`` beside ``val_psnr``) is
+    drawn with the metric it is the baseline of."""
     groups: dict[str, dict[str, str]] = defaultdict(dict)
+    present = set(columns)
     for column in columns:
-        prefix, _, rest = column.rpartition("/")
+        prefix, slash, rest = column.rpartition("/")
         split, _, metric = rest.partition("_")
-        if split in SPLITS and metric:
+        if split not in SPLITS or not metric:
+            continue
+        qualifier, _, base_metric = metric.rpartition("_")
+        if qualifier and f"{prefix}{slash}{split}_{base_metric}" in present:
+            groups[f"{prefix}/{base_metric}" if prefix else base_metric][f"{split} {qualifier}"] = column
+        else:
             groups[f"{prefix}/{metric}" if prefix else metric][split] = column
     return dict(groups)
 

@@ -83,3 +83,24 @@ def write_splits_csv(used: Iterable[UsedDataset], target: Path) -> int:
                 writer.writerow(row)
                 rows += 1
     return rows
+
+
+IMAGE_COLUMNS = ("split", "index", "name", "path", "target_path")
+
+
+def write_image_splits_csv(used_images: dict[str, Sequence[Any]], target: Path) -> int:
+    """``splits.csv`` of a whole-image run (restoration, segmentation): one row per image it loaded, with its split,
+    name, file and target file (``LoadedImage``s); returns the number of rows."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(IMAGE_COLUMNS)
+        for split, images in used_images.items():
+            for index, image in enumerate(images):
+                target_path = getattr(image, "target_source", None)
+                writer.writerow(
+                    [split, index, image.name, str(image.source), "" if target_path is None else target_path]
+                )
+                rows += 1
+    return rows

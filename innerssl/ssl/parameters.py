@@ -13,12 +13,9 @@ import inspect
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import param
-
-if TYPE_CHECKING:
-    from innerssl.ssl.base import SSLModule
 
 UNPREFIXED_ARGUMENTS = ("projection_dim", "projection_hidden_dim")
 """Arguments of many methods whose flags carry no method prefix (their defaults are still each method's own)."""
@@ -42,13 +39,16 @@ class MethodParameter:
         return parameter_for(self.annotation, value, doc, self.bounds)
 
 
-def own_arguments(method: type[SSLModule]) -> list[tuple[str, inspect.Parameter, type]]:
-    """(argument, signature parameter, owner class) of every keyword argument ``method`` adds to SSLModule."""
-    from innerssl.ssl.base import SSLModule
+def own_arguments(method: type, base: type | None = None) -> list[tuple[str, inspect.Parameter, type]]:
+    """(argument, signature parameter, owner class) of every keyword argument ``method`` adds to ``base``
+    (default SSLModule; restoration pretext tasks pass theirs)."""
+    if base is None:
+        from innerssl.ssl.base import SSLModule
 
+        base = SSLModule
     found: dict[str, tuple[str, inspect.Parameter, type]] = {}
     for klass in method.__mro__:
-        if klass is SSLModule or not issubclass(klass, SSLModule):
+        if klass is base or not issubclass(klass, base):
             break
         if "__init__" not in vars(klass):
             continue
@@ -59,12 +59,12 @@ def own_arguments(method: type[SSLModule]) -> list[tuple[str, inspect.Parameter,
     return list(found.values())
 
 
-def method_parameters(method: type[SSLModule]) -> dict[str, MethodParameter]:
-    """The method's parameters by flag name, in the order of its signature."""
+def method_parameters(method: type, base: type | None = None) -> dict[str, MethodParameter]:
+    """The method's parameters by flag name, in the order of its signature (arguments it adds to ``base``)."""
     result: dict[str, MethodParameter] = {}
     docs: dict[str, str] = getattr(method, "parameter_docs", {})
     bounds: dict[str, tuple[float | None, float | None]] = getattr(method, "parameter_bounds", {})
-    for name, parameter, owner in own_arguments(method):
+    for name, parameter, owner in own_arguments(method, base):
         if parameter.default is inspect.Parameter.empty:
             raise TypeError(f"{method.__name__}.__init__ argument {name} needs a default (the paper's value)")
         hints = typing.get_type_hints(owner.__init__)

@@ -1,0 +1,131 @@
+"""The data group of dense-network runs (restoration pretext tasks, segmentation): a folder of 2D images or 3D
+volumes, intensity normalisation, random training patches and tiled whole-image evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import param
+
+from innerssl.data.normalisation import MODES, Normalisation
+from innerssl.data.tiling import check_patch_size
+from innerssl.errors import UserError
+
+LAYOUTS_DOC = (
+    "BiaPy's layout (train/x, optional train/y, val/x, test/x), the Medical Segmentation Decathlon's "
+    "(imagesTr with labelsTr), or a flat folder of images (its images/ subfolder if it has one)"
+)
+
+
+class PatchDataParameters(param.Parameterized):
+    """Images or volumes, their normalisation, and the patches networks train on."""
+
+    group_order: ClassVar[int] = 20
+    group_title: ClassVar[str] = "Data"
+
+    local_dataset: str | None = param.String(None, allow_None=True, doc=f"Folder of the dataset: {LAYOUTS_DOC}.")
+
+    dataset_cache_dir: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="Where derived data (the on-disk degraded copies <dataset>_ssl_source) are written; default "
+        "~/.cache/innerssl.",
+    )
+
+    spatial_dims: int = param.Integer(
+        2,
+        bounds=(2, 3),
+        doc="2 for images (y, x[, c]), 3 for volumes (z, y, x[, c]); files that do not fit are refused.",
+    )
+
+    in_channels: int | None = param.Integer(
+        None,
+        allow_None=True,
+        bounds=(1, None),
+        doc="Channels the network takes; None: the files' own count (all files must share it). 1 converts RGB files "
+        "to gray (ITU-R 601 luminance) and 3 repeats gray ones, for datasets that mix the two (NIH holds a few RGBA "
+        "PNGs among its gray ones).",
+    )
+
+    patch_size: list[int] = param.List(
+        [64],
+        item_type=int,
+        doc="Training patch (and tile) size: one value for every axis or one per axis (z,y,x in 3D), e.g. 16,32,32.",
+    )
+
+    patches_per_image: int = param.Integer(
+        16, bounds=(1, None), doc="Random training patches drawn from each training image per epoch."
+    )
+
+    batch_size: int = param.Integer(8, bounds=(1, None), doc="Training patches per batch and process.")
+
+    val_fraction: float = param.Number(
+        0.1, bounds=(0, 0.9), doc="Fraction of training images carved as validation where the dataset has no val/."
+    )
+
+    test_fraction: float = param.Number(
+        0.1,
+        bounds=(0, 0.9),
+        doc="Fraction of images carved as test where a Decathlon or flat dataset has no test set (BiaPy "
+        "datasets use their own test/ or have none).",
+    )
+
+    normalisation: str = param.Selector(
+        objects=list(MODES),
+        default="div",
+        doc="Intensities: div (divide by the type's maximum, e.g. 65535 for 16-bit), percentile (per image to [0, 1] "
+        "between --percentile_clip percentiles) or zero_mean_unit_variance (per image).",
+    )
+
+    percentile_clip: str = param.String(
+        "", doc="Low,high percentiles of --normalisation=percentile (default 0.5,99.5)."
+    )
+
+    flip: bool = param.Boolean(True, doc="Random flips of training patches along every spatial axis.")
+
+    test_overlap: float = param.Number(
+        0.25, bounds=(0, 0.99), doc="Overlap of neighbouring tiles in whole-image validation and test (fraction)."
+    )
+
+    test_padding: int = param.Integer(
+        0,
+        bounds=(0, None),
+        doc="Context pixels per tile side that are discarded when tiles are merged (reflection at image borders); "
+        "below half the patch.",
+    )
+
+    tile_batch_size: int = param.Integer(4, bounds=(1, None), doc="Tiles per network call in whole-image inference.")
+
+    def validate_group(self, check_this_machine: bool) -> None:
+        if check_this_machine and self.local_dataset is not None and not Path(self.local_dataset).is_dir():
+            raise UserError(f"--local_dataset={self.local_dataset} is not a folder: pass the dataset's folder")
+        self.patch()
+        self.normaliser()
+        if self.spatial_dims == 3 and getattr(self, "channels_last", False):
+            raise UserError("--channels_last is a memory format of 2D convolutions: drop it with --spatial_dims=3")
+        if self.test_padding * 2 >= min(self.patch()):
+            raise UserError(
+                f"--test_padding={self.test_padding} must be below half the smallest patch side ({min(self.patch())})"
+            )
+
+    def patch(self) -> tuple[int, ...]:
+        """--patch_size per spatial axis."""
+        sizes = list(self.patch_size)
+        if len(sizes) not in (1, self.spatial_dims):
+            raise UserError(
+                f"--patch_size={','.join(map(str, sizes))} needs one value or {self.spatial_dims} (one per axis "
+                f"with --spatial_dims={self.spatial_dims})"
+            )
+        return check_patch_size(tuple(sizes) if len(sizes) > 1 else sizes[0], self.spatial_dims)
+
+    def normaliser(self) -> Normalisation:
+        return Normalisation.parse(self.normalisation, self.percentile_clip or None)
+
+    def dataset_root(self) -> Path:
+        if self.local_dataset is None:
+            raise UserError(f"This model needs its dataset folder: pass --local_dataset=<folder> ({LAYOUTS_DOC})")
+        return Path(self.local_dataset)
+
+    def cache_root(self) -> Path:
+        return Path(self.dataset_cache_dir) if self.dataset_cache_dir else Path.home() / ".cache" / "innerssl"
