@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--target_gain_db", type=float, default=2.0, help="crappify's target; masking's is > 0")
     parser.add_argument("--crappify_sources", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--segmentation", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--segmentation_sizes", default="1,3", help="training tiles of the segmentation comparison")
     arguments, extra = parser.parse_known_args()
     if not SAMPLES.is_dir():
         print(f"The shared samples are not at {SAMPLES}: nothing to measure")
@@ -207,19 +208,21 @@ def main() -> int:
                 f"{mean_std([r['psnr'] - r['input_psnr'] for r in rows])} | {statistics.mean(times) / 60:.1f} |"
             )
     if arguments.segmentation and "TIF2D_Crappify" in checkpoints:
-        flags = [
+        defaults = [
             "--model=TIF2D_Segmentation",
             f"--local_dataset={SAMPLES / CONFIGS['TIF2D_Crappify']}",
             f"--local_weights_path={checkpoints['TIF2D_Crappify']}",
             "--compare_with_random_init",
-            "--compare_num_training_images=1,3",
+            f"--compare_num_training_images={arguments.segmentation_sizes}",
             f"--compare_repeats={len(seeds)}",
             "--val_fraction=0",
             f"--random_seed={seeds[0]}",
             f"--output_dir={output_dir}",
             "--run_name=segmentation_comparison",
-            *extra,
         ]
+        # Extra flags replace the defaults of the same name.
+        named = {flag.partition("=")[0]: flag for flag in [*defaults, *extra]}
+        flags = list(named.values())
         folder = output_dir / "TIF2D_Segmentation" / "segmentation_comparison"
         if not (folder / "comparison.md").is_file():
             subprocess.run(

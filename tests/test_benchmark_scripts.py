@@ -147,6 +147,7 @@ def test_restoration_gain_prints_the_gain_over_the_baseline_and_the_segmentation
             "--num_epochs=1",
             "--patches_per_image=1",
             "--max_num_gpus=0",
+            "--segmentation_sizes=1",  # the comparison's own test is in tests/test_segmentation_runs.py
         ],
     )
     output = result.stdout + result.stderr
@@ -159,4 +160,4 @@ def test_restoration_gain_prints_the_gain_over_the_baseline_and_the_segmentation
     assert float(row.group(2)) > 10  # the degraded input's PSNR, measured in the same run
     assert re.search(r"^\| on_disk \| [\d.]+ ± ", output, re.M)
     assert "| training images | random init | pretrained | difference (pretrained - random) |" in output
-    assert re.search(r"^\| 3 \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [+-][\d.]+ \|$", output, re.M)
+    assert re.search(r"^\| 1 \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [+-][\d.]+ \|$", output, re.M)
