@@ -141,3 +141,17 @@ class TIF3D_Segmentation(TIF2D_Segmentation):
     patch_size = [16, 16, 16]
     network_options = ["channels=16x32x64", "strides=2x2"]
     test_padding = 2
+
+
+class NIH_MAE(TIF2D_MAE):
+    """Masking pretraining on NIH ChestX-ray14 PNGs: TIF2D_MAE's ViT on 64 px patches of the 1024 px radiographs,
+    NIH_Crappify's data settings."""
+
+    normalisation = "div"
+    in_channels = 1  # two of the sample's PNGs are RGBA copies of gray radiographs
+    patches_per_image = 8
+    num_epochs = 10
+    val_fraction = 0.05
+    test_fraction = 0.1
+    checks_every_n_epochs = 5
+    tile_batch_size = 32
