@@ -666,18 +666,40 @@ class BiaPyLayout:
                     val_fraction,
                     IMAGE_FOLDER,
                 )
+        layout = cls.probed(root, spatial_dims, pairs, val_source, bad_file_log, channels)
+        logger.info(
+            "BiaPy dataset %s (%dD, %d channel(s)): %s",
+            root,
+            spatial_dims,
+            layout.channels,
+            ", ".join(f"{split} {len(layout.splits[split])}" for split in SPLITS),
+        )
+        return layout
+
+    @classmethod
+    def probed(
+        cls,
+        root: Path,
+        spatial_dims: int,
+        pairs: dict[str, dict[str, tuple[Path, Path | None]]],
+        val_source: str,
+        bad_file_log: BadFileLog | None = None,
+        channels: int | None = None,
+    ) -> BiaPyLayout:
+        """The layout of ``pairs`` (split -> name -> (image, target or None)) with every header probed (a bad file
+        is left out with its sample, recorded and counted) and the channel counts checked (``channels``:
+        ``--in_channels``); shared by every layout :mod:`innerssl.data.image_layouts` reads."""
         layout = cls(root, spatial_dims, {split: [] for split in SPLITS}, val_source, 0, None)
         for split in SPLITS:
-            for name, (image_path, target_path) in sorted(pairs[split].items()):
+            for name, (image_path, target_path) in sorted(pairs.get(split, {}).items()):
                 if layout._probe(image_path, bad_file_log) and (
                     target_path is None or layout._probe(target_path, bad_file_log)
                 ):
                     layout.splits[split].append(Sample(image_path, target_path, name))
         if not layout.splits["train"]:
-            first = next(iter(layout.bad_files.items()))
-            raise UserError(
-                f"None of the training images in {root} can be read (e.g. {first[0]}: {first[1]}): check the files"
-            )
+            example = next(iter(layout.bad_files.items()), None)
+            detail = f" (e.g. {example[0]}: {example[1]})" if example else ""
+            raise UserError(f"None of the training images in {root} can be read{detail}: check the files")
         if layout.bad_files:
             logger.warning(
                 "%s: %d file(s) cannot be read and are left out with their samples (%s)",
@@ -689,13 +711,6 @@ class BiaPyLayout:
         layout.channels = layout._shared_channels([sample.image_path for sample in samples], "images", channels)
         targets = [sample.target_path for sample in samples if sample.target_path is not None]
         layout.target_channels = layout._shared_channels(targets, "targets") if targets else None
-        logger.info(
-            "BiaPy dataset %s (%dD, %d channel(s)): %s",
-            root,
-            spatial_dims,
-            layout.channels,
-            ", ".join(f"{split} {len(layout.splits[split])}" for split in SPLITS),
-        )
         return layout
 
     def _probe(self, path: Path, bad_file_log: BadFileLog | None) -> bool:

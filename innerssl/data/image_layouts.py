@@ -41,7 +41,6 @@ from innerssl.data.biapy_layout import (
     IMAGE_FOLDER,
     SPLITS,
     BiaPyLayout,
-    Sample,
     carve_validation,
     check_spatial_dims,
     list_image_files,
@@ -114,7 +113,9 @@ def find_layout(
         kind = "flat folder"
         groups = patient_groups(list(pairs))
     splits, val_source = _carve(root, pairs, test_pairs, val_fraction, test_fraction, seed, groups)
-    layout = _probed_layout(root, spatial_dims, splits, val_source, bad_file_log, channels)
+    layout = BiaPyLayout.probed(root, spatial_dims, splits, val_source, bad_file_log, channels)
+    if layout.val_source == "carved" and not layout.splits["val"]:
+        layout.val_source = "none"  # every carved validation file was unreadable
     _log_layout(layout, kind)
     return layout
 
@@ -265,43 +266,6 @@ def _carve(
 
 
 # --- probing ---------------------------------------------------------------------------------------------------
-
-
-def _probed_layout(
-    root: Path,
-    spatial_dims: int,
-    splits: dict[str, Pairs],
-    val_source: str,
-    bad_file_log: BadFileLog | None,
-    channels: int | None = None,
-) -> BiaPyLayout:
-    """The layout with every header probed (bad files left out with their samples) and channel counts checked,
-    as :meth:`BiaPyLayout.find` does."""
-    layout = BiaPyLayout(root, spatial_dims, {split: [] for split in SPLITS}, val_source, 0, None)
-    for split in SPLITS:
-        for name, (image_path, target_path) in sorted(splits[split].items()):
-            if layout._probe(image_path, bad_file_log) and (
-                target_path is None or layout._probe(target_path, bad_file_log)
-            ):
-                layout.splits[split].append(Sample(image_path, target_path, name))
-    if not layout.splits["train"]:
-        example = next(iter(layout.bad_files.items()), None)
-        detail = f" (e.g. {example[0]}: {example[1]})" if example else ""
-        raise UserError(f"None of the training images in {root} can be read{detail}: check the files")
-    if layout.bad_files:
-        logger.warning(
-            "%s: %d file(s) cannot be read and are left out with their samples (%s)",
-            root,
-            len(layout.bad_files),
-            _names([str(path) for path in layout.bad_files]),
-        )
-    samples = [sample for split in SPLITS for sample in layout.splits[split]]
-    layout.channels = layout._shared_channels([sample.image_path for sample in samples], "images", channels)
-    targets = [sample.target_path for sample in samples if sample.target_path is not None]
-    layout.target_channels = layout._shared_channels(targets, "targets") if targets else None
-    if layout.val_source == "carved" and not layout.splits["val"]:
-        layout.val_source = "none"  # every carved validation file was unreadable
-    return layout
 
 
 def _log_layout(layout: BiaPyLayout, kind: str) -> None:
