@@ -153,14 +153,10 @@ class RestorationContainer(
         self, module: pl.LightningModule, datamodule: pl.LightningDataModule, checkpoint: Path, output_root: Path
     ) -> dict[str, float]:
         """Restore the whole test images with the best (else last) checkpoint; BiaPy's outputs in the run folder."""
-        from innerssl.outputs.checkpoints import load_checkpoint
         from innerssl.restoration.evaluation import run_restoration_test
 
         assert isinstance(datamodule, PatchDataModule) and isinstance(module, RestorationModule)
-        test_images = datamodule.used_images["test"]
+        test_images = self.trained_test_images(module, datamodule, checkpoint)
         if not test_images:
-            logger.info("No test images: no test stage (add root/test/x, or --test_fraction for flat folders)")
             return {}
-        module.load_state_dict(load_checkpoint(checkpoint, "the run's checkpoint")["state_dict"])
-        logger.info("Test stage on %d images with %s", len(test_images), checkpoint)
         return run_restoration_test(module, test_images, output_root, evaluation_device(self.max_num_gpus != 0))

@@ -265,9 +265,7 @@ class SegmentationContainer(
         from innerssl.eval.segmentation_test import run_segmentation_test
 
         assert isinstance(datamodule, PatchDataModule) and isinstance(module, SegmentationModule)
-        test_images = datamodule.used_images["test"]
+        test_images = self.trained_test_images(module, datamodule, checkpoint)
         if not test_images:
-            logger.info("No test images: no test stage")
             return {}
-        module.load_state_dict(load_checkpoint(checkpoint, "the run's checkpoint")["state_dict"])
         return run_segmentation_test(module, test_images, output_root, evaluation_device(self.max_num_gpus != 0))

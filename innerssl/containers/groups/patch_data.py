@@ -3,14 +3,17 @@ volumes, intensity normalisation, random training patches and tiled whole-image 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import param
 
 from innerssl.data.normalisation import MODES, Normalisation
 from innerssl.data.tiling import check_patch_size
 from innerssl.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 LAYOUTS_DOC = (
     "BiaPy's layout (train/x, optional train/y, val/x, test/x), the Medical Segmentation Decathlon's "
@@ -126,6 +129,19 @@ class PatchDataParameters(param.Parameterized):
         if self.local_dataset is None:
             raise UserError(f"This model needs its dataset folder: pass --local_dataset=<folder> ({LAYOUTS_DOC})")
         return Path(self.local_dataset)
+
+    def trained_test_images(self, module: Any, datamodule: Any, checkpoint: Path) -> list:
+        """The test split's images (``LoadedImage``s), with ``module`` loaded from the run's best (else last)
+        checkpoint for the test stage; empty (and said so) where the dataset has no test images."""
+        from innerssl.outputs.checkpoints import load_checkpoint
+
+        test_images = list(datamodule.used_images["test"])
+        if not test_images:
+            logger.info("No test images: no test stage (add root/test/x, or --test_fraction for flat folders)")
+            return []
+        module.load_state_dict(load_checkpoint(checkpoint, "the run's checkpoint")["state_dict"])
+        logger.info("Test stage on %d images with %s", len(test_images), checkpoint)
+        return test_images
 
     def cache_root(self) -> Path:
         return Path(self.dataset_cache_dir) if self.dataset_cache_dir else Path.home() / ".cache" / "innerssl"
