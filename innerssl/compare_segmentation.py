@@ -73,7 +73,9 @@ def run_segmentation_comparison(container: SegmentationContainer, model_name: st
             num_training_images=count,
             random_seed=seed,
             run_name=f"{name}/{child_name}",
-            local_weights_path=container.local_weights_path if init == PRETRAINED_INIT else None,
+            # The random arm trains the checkpoint's own architecture (a UNETR around a pretrained ViT, say), not the
+            # config's default network: otherwise the comparison would measure the architecture, not the weights.
+            weights_part=container.weights_part if init == PRETRAINED_INIT else "none",
             freeze_encoder=container.freeze_encoder and init == PRETRAINED_INIT,
         )
         child.resume = continuing and RunFolder(folder / child_name).last_checkpoint.is_file()
@@ -113,7 +115,14 @@ def comparison_markdown(table: pd.DataFrame, container: SegmentationContainer, m
         "",
         f"Pretrained: `{container.local_weights_path}` (weights: {container.weights_part}"
         f"{', encoder frozen' if container.freeze_encoder else ''}); test Dice (mean over test images of the mean "
-        f"Dice over foreground classes), mean ± std over {container.compare_repeats} seed(s).",
+        f"Dice over foreground classes), mean ± std over {container.compare_repeats} seed(s). Random init trains "
+        "the checkpoint's own network architecture without its weights. Training budget: "
+        + (
+            f"{container.patches_per_epoch} patches per epoch whatever the number of images"
+            if container.patches_per_epoch is not None
+            else f"{container.patches_per_image} patches per image per epoch (fewer images, fewer steps)"
+        )
+        + f", {container.num_epochs} epochs, batch {container.batch_size}.",
         "",
         "| training images | random init | pretrained | difference (pretrained - random) |",
         "| --- | --- | --- | --- |",

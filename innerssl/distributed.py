@@ -7,6 +7,8 @@ on every loader, rank-0-only checkpoints and loggers); this module holds innerss
 - the number of processes: ``devices`` (GPUs, or CPU processes for gloo tests) x ``num_nodes``;
 - the linear learning-rate scaling rule ``lr = learning_rate * global_batch / reference_batch``, applied
   only when more than one process trains;
+- DDP's search for parameters without gradients, switched on only for networks that hold such parameters
+  (:func:`parameters_without_gradients`), since the search costs a graph traversal every step;
 - this process's rank before Lightning is running, from the launcher's environment variables, so that
   only rank 0 writes the run folder's config and log, and every process agrees on the run folder;
 
@@ -21,6 +23,7 @@ import os
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from innerssl.containers.base import Container
@@ -123,3 +126,29 @@ def effective_learning_rate(container: Container, per_process_batch: int) -> flo
             base,
         )
     return learning_rate
+
+
+def parameters_without_gradients(module: nn.Module) -> list[str]:
+    """Names of trainable parameters that ``module``'s forward never uses, so that DDP, which waits for every
+    parameter's gradient, needs ``find_unused_parameters=True``.
+
+    Known case: MONAI's ``TransformerBlock`` (ViT, ViTAutoEnc, UNETR, masked-autoencoder ViT) builds
+    ``norm_cross_attn`` in every block (MONAI >= 1.4; ``cross_attn`` too in some versions) and uses them only with
+    ``with_cross_attention=True``. Found by type and attribute, not by name lists, so versions without them give
+    none and weight loading never depends on their presence.
+    """
+    try:
+        from monai.networks.blocks.transformerblock import TransformerBlock
+    except ImportError:  # pragma: no cover - MONAI is a dependency
+        return []
+    unused: list[str] = []
+    for name, child in module.named_modules():
+        if isinstance(child, TransformerBlock) and not getattr(child, "with_cross_attention", False):
+            for attribute in ("norm_cross_attn", "cross_attn"):
+                part = getattr(child, attribute, None)
+                if isinstance(part, nn.Module):
+                    prefix = f"{name}.{attribute}" if name else attribute
+                    unused += [
+                        f"{prefix}.{key}" for key, parameter in part.named_parameters() if parameter.requires_grad
+                    ]
+    return unused

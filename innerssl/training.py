@@ -15,6 +15,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
 
 from innerssl.compile import compile_networks
 from innerssl.containers.base import Container
@@ -24,6 +25,7 @@ from innerssl.distributed import (
     RUN_NAME_ENV,
     gpus_per_node,
     is_global_zero,
+    parameters_without_gradients,
     shared_run_name,
     world_size,
 )
@@ -59,8 +61,11 @@ class RunResult:
     """--check_data: the datasets were built and reported, nothing was trained."""
 
 
-def hardware(container: Container) -> dict:
+def hardware(container: Container, module: nn.Module | None = None) -> dict:
     """Trainer arguments for accelerator, devices, nodes and strategy.
+
+    DDP searches for parameters without gradients (``ddp_find_unused_parameters_true``) only where ``module``
+    has some (:func:`~innerssl.distributed.parameters_without_gradients`: MONAI's ViT blocks).
 
     More than one process in all (GPUs per node x nodes, or ``num_cpu_processes`` x nodes on the CPU), or
     ``force_ddp``, trains with Lightning's DDP (NCCL on GPUs, gloo on the CPU); SSL (and finetuning) then
@@ -75,6 +80,11 @@ def hardware(container: Container) -> dict:
         "num_nodes": container.num_nodes,
         "strategy": "ddp" if distributed else "auto",
     }
+    if distributed and module is not None:
+        unused = parameters_without_gradients(module)
+        if unused:
+            logger.info("DDP finds unused parameters: %d never get gradients (e.g. %s)", len(unused), unused[0])
+            arguments["strategy"] = "ddp_find_unused_parameters_true"
     if gpus:
         arguments["sync_batchnorm"] = distributed and container.uses_sync_batchnorm()
     return arguments
@@ -206,7 +216,7 @@ def build_module(container: Container, datamodule: pl.LightningDataModule) -> pl
 
 
 def build_trainer(
-    container: Container, folder: RunFolder, datamodule: pl.LightningDataModule
+    container: Container, folder: RunFolder, datamodule: pl.LightningDataModule, module: nn.Module | None = None
 ) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     """The Lightning trainer with the container's callbacks and innerssl's outputs, and its best-checkpoint
     callback (None where the container monitors no metric)."""
@@ -227,7 +237,7 @@ def build_trainer(
         logger=TensorBoardLogger(folder.root, name="tensorboard", version=""),
         default_root_dir=folder.root,
         log_every_n_steps=LOG_EVERY_N_STEPS,
-        **hardware(container),
+        **hardware(container, module),
     )
     return trainer, best
 
@@ -315,7 +325,7 @@ def train(container: Container, model_name: str) -> RunResult:
         if container.check_data:
             return check_data(datamodule, container, folder, rank_zero)
         module = build_module(container, datamodule)
-        trainer, best = build_trainer(container, folder, datamodule)
+        trainer, best = build_trainer(container, folder, datamodule, module)
         fit(container, trainer, module, datamodule, folder)
         test_metrics = evaluate_on_test_split(container, trainer, module, datamodule, folder, rank_zero)
         return summarise(container, folder, best, datamodule, test_metrics)

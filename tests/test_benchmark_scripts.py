@@ -2,7 +2,8 @@
 
 ``benchmarks/demo_ssl_gain.py`` (the demo table) and ``benchmarks/monitor_fidelity.py`` (the online head's
 fidelity table) are run as a user runs them, with the quick-run size flags passed through to the SSL runs;
-``benchmarks/data_throughput.py`` on a few images at 32 px, loaders only.
+``benchmarks/data_throughput.py`` on a few images at 32 px, loaders only; ``benchmarks/volume_throughput.py`` on a few
+hippocampus volumes for one epoch.
 """
 
 from __future__ import annotations
@@ -161,3 +162,24 @@ def test_restoration_gain_prints_the_gain_over_the_baseline_and_the_segmentation
     assert re.search(r"^\| on_disk \| [\d.]+ ± ", output, re.M)
     assert "| training images | random init | pretrained | difference (pretrained - random) |" in output
     assert re.search(r"^\| 1 \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [+-][\d.]+ \|$", output, re.M)
+
+
+def test_volume_throughput_prints_each_pipelines_rate_and_the_ratio():
+    from tests.conftest import SHARED_DATA
+
+    dataset = SHARED_DATA / "hippocampus-sample"
+    if not dataset.is_dir():
+        import pytest
+
+        pytest.skip(f"shared test data not found at {dataset} (it lies beside the checkout in CI)")
+    flags = [f"--dataset={dataset}", "--epochs=1", "--max_volumes=3", "--samples_per_volume=2", "--batch_size=2"]
+    result = run_script("volume_throughput.py", flags, env={"OMP_NUM_THREADS": "1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "3 volumes x 1 epochs, ROI 32^3, 2 samples per volume" in result.stdout
+    for name in ("tutorial (monai Dataset, uncached)", "monai CacheDataset", "innerssl (load once + patches)"):
+        found = re.search(rf"^  {re.escape(name)}\s+([\d.]+) volumes/s\s+([\d.]+) samples/s", result.stdout, re.M)
+        assert found is not None and float(found[1]) > 0, result.stdout
+        assert abs(float(found[2]) - 2 * float(found[1])) <= 0.01 * float(found[2]) + 0.2  # 2 samples a volume
+    ratio = re.search(r"^ratio innerssl / tutorial: ([\d.]+)x$", result.stdout, re.M)
+    assert ratio is not None and float(ratio[1]) > 0, result.stdout

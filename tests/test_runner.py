@@ -77,3 +77,17 @@ def test_runner_script_exits_non_zero_without_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("error: Unknown model 'Nope'")
     assert "Traceback" not in result.stderr
+
+
+def test_monai_names_of_parameters_are_aliases() -> None:
+    from configs.volumes import Hippocampus_UNETR
+
+    container = Hippocampus_UNETR()
+    container.apply_flags({"samples_per_volume": "2", "num_training_volumes": "6"})
+    assert container.patches_per_image == 2 and container.num_training_images == 6
+    with pytest.raises(UserError, match="--samples_per_volume is another name of --patches_per_image"):
+        Hippocampus_UNETR().apply_flags({"patches_per_image": "3", "samples_per_volume": "2"})
+    assert "Also --samples_per_volume." in " ".join(Hippocampus_UNETR.help_text().split())
+    # MONAI's roi_size is x,y,z and --patch_size z,y,x: no alias that would silently transpose it.
+    with pytest.raises(UserError, match="Unknown parameter --roi_size"):
+        Hippocampus_UNETR().apply_flags({"roi_size": "96,96,32"})

@@ -123,6 +123,13 @@ def test_masking_vit_goes_into_unetr(tmp_path):
     assert network.spec.name == "unetr"
     vit = {key: value for key, value in network.state_dict().items() if key.startswith("vit.")}
     assert vit and all(torch.equal(value, state[f"network.{key[4:]}"]) for key, value in vit.items())
+    # The comparison's random arm: the same UNETR, none of the checkpoint's tensors.
+    baseline = container_with([*flags, "--weights_part=none"])
+    random_network = baseline.create_lightning_module(baseline.create_datamodule()).network
+    assert random_network.spec == network.spec
+    random_vit = {key: value for key, value in random_network.state_dict().items() if key.startswith("vit.")}
+    weights = [key for key in random_vit if key.endswith("weight") and "norm" not in key]
+    assert weights and not any(torch.equal(random_vit[key], state[f"network.{key[4:]}"]) for key in weights)
     assert main(["--model=TIF2D_Segmentation", *flags]) == 0
 
 

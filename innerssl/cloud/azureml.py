@@ -131,6 +131,12 @@ def check_job_flags(container: Any, flags: Mapping[str, str | None]) -> None:
             "--extra_local_dataset_paths are folders on this machine, which an Azure ML job cannot see: with "
             "--azureml give them with --azureml_extra_datasets (data assets name:version, or azureml:// paths)"
         )
+    datalist = flags.get("datalist")
+    if datalist and Path(datalist).is_absolute():
+        raise UserError(
+            f"--datalist={datalist} is a file on this machine, which an Azure ML job cannot see: put the JSON in the "
+            "--azureml_dataset folder and pass its path relative to that folder"
+        )
     for flag in ("local_weights_path", "pretraining_outputs_folder"):
         if flag in flags:
             raise UserError(

@@ -215,8 +215,18 @@ class Container(param.Parameterized):
         """Every user-settable parameter, group by group (see ``parameter_groups``)."""
         return {name: p for _title, group in cls.parameter_groups() for name, p in group.items()}
 
+    @classmethod
+    def flag_aliases(cls) -> dict[str, str]:
+        """Other names of parameters, from every group's ``parameter_aliases`` (alias -> parameter): the names
+        users bring from other tools (MONAI's ``samples_per_volume`` for ``patches_per_image``)."""
+        aliases: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            aliases.update(vars(klass).get("parameter_aliases", {}))
+        return aliases
+
     def apply_flags(self, flags: Mapping[str, str | None]) -> None:
         """Set parameters from ``--name=value`` flags (None means a bare ``--name``, true for booleans)."""
+        flags = self._resolve_aliases(flags)
         # A group's leading_parameters decide which parameters exist (the SSL method): they apply first.
         leading = {name: flags[name] for name in getattr(self, "leading_parameters", ()) if name in flags}
         for name, text in {**leading, **flags}.items():
@@ -242,6 +252,16 @@ class Container(param.Parameterized):
                 message = str(error).split("\n")[0]
                 raise UserError(f"--{name}={text} is not valid: {message}") from None
 
+    def _resolve_aliases(self, flags: Mapping[str, str | None]) -> dict[str, str | None]:
+        aliases = self.flag_aliases()
+        resolved: dict[str, str | None] = {}
+        for name, text in flags.items():
+            target = aliases.get(name, name)
+            if target in resolved:
+                raise UserError(f"--{name} is another name of --{target}: give one of them")
+            resolved[target] = text
+        return resolved
+
     @classmethod
     def help_text(cls) -> str:
         lines = [f"Parameters of {cls.__name__} (set with --name=value):"]
@@ -253,6 +273,9 @@ class Container(param.Parameterized):
                     default = ",".join(str(d) for d in default)
                 lines.append(f"  --{name} ({_type_name(parameter)}, default: {default})")
                 doc = " ".join((parameter.doc or "").split())
+                others = [alias for alias, target in cls.flag_aliases().items() if target == name]
+                if others:
+                    doc += f" Also --{', --'.join(others)}."
                 lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
         return "\n".join(lines)
 

@@ -19,9 +19,11 @@ from innerssl.containers.groups.patch_data import PatchDataParameters
 from innerssl.containers.groups.restoration import RestorationParameters
 from innerssl.data.datasets.base import BadFileLog
 from innerssl.data.degraded_copies import degraded_copies
-from innerssl.data.image_layouts import find_layout
 from innerssl.data.patch_datamodule import LoadedImage, PatchDataModule, load_split
+from innerssl.data.volume_preprocessing import VolumePreprocessing
+from innerssl.errors import UserError
 from innerssl.eval.dense_module import evaluation_device
+from innerssl.eval.token_knn import TokenKNNMonitor, labeled, read_image_labels
 from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec
 from innerssl.restoration import pretext_task
 from innerssl.restoration.callbacks import RestorationPreviews
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 SSL_SOURCE_SUFFIX = "_ssl_source"
 TOKEN_NETWORKS = ("vit_mae",)
+VIT_NETWORKS = ("vit_autoenc", "vit_mae")
+"""Networks whose encoder is a MONAI ViT (patch_embedding, blocks, norm): the --monitor_labels kNN reads it."""
 
 
 def output_suffix(images: list[LoadedImage]) -> str:
@@ -60,9 +64,24 @@ class RestorationContainer(
 
     def validate_group(self, check_this_machine: bool) -> None:
         name = self.network_name()
+        if self.monitor_labels is not None and name not in VIT_NETWORKS:
+            raise UserError(
+                f"--monitor_labels monitors a ViT's tokens but the network is {name}: use --network="
+                f"{' or '.join(VIT_NETWORKS)}, or drop --monitor_labels"
+            )
         DENSE_NETWORKS.get(name)
         task = pretext_task(self.pretext_task)(**self.task_arguments())
-        task.check(self.normalisation, name, name in TOKEN_NETWORKS)
+        task.check(self.intensity_mode(), name, name in TOKEN_NETWORKS)
+        self.preprocessing()
+
+    def preprocessing(self) -> VolumePreprocessing:
+        """MONAI's deterministic steps (--orientation ... --pad_to_patch), applied once per image at load."""
+        return VolumePreprocessing.from_parameters(self, self.patch())
+
+    def intensity_mode(self) -> str:
+        """The --normalisation the images have: an --intensity_window scales to [0, 1] with clipping, as
+        percentile does."""
+        return "percentile" if self.intensity_window else self.normalisation
 
     def network_spec(self, in_channels: int) -> DenseNetworkSpec:
         return DenseNetworkSpec(
@@ -70,31 +89,28 @@ class RestorationContainer(
         )
 
     def create_datamodule(self, run_folder: Path | None = None) -> PatchDataModule:
-        root = self.dataset_root()
         bad_file_log = BadFileLog(run_folder / BAD_FILE_LOG_NAME if run_folder is not None else None)
-        layout = find_layout(
-            root,
-            self.spatial_dims,
-            self.val_fraction,
-            self.test_fraction,
-            self.random_seed,
-            bad_file_log,
-            channels=self.in_channels,
-        )
+        layout = self.find_dataset_layout(bad_file_log)
         normalisation = self.normaliser()
+        preprocessing = self.preprocessing()
+        if preprocessing.active:
+            logger.info("Preprocessing once per image: %s", preprocessing.describe())
         splits = {
-            split: load_split(layout, split, normalisation, "none", bad_file_log=bad_file_log)
+            split: load_split(
+                layout, split, normalisation, "none", bad_file_log=bad_file_log, preprocessing=preprocessing
+            )
             for split in ("train", "val", "test")
         }
         arguments = self.task_arguments()
         if self.pretext_task == "crappify" and arguments.get("source") == "on_disk":
-            splits = self.with_stored_copies(root, splits, arguments)
+            splits = self.with_stored_copies(layout.root, splits, arguments)
         datamodule = PatchDataModule(
             splits["train"],
             splits["val"],
             splits["test"],
             patch_size=self.patch(),
             patches_per_image=self.patches_per_image,
+            patches_per_epoch=self.patches_per_epoch,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             seed=self.random_seed,
@@ -110,6 +126,9 @@ class RestorationContainer(
         """BiaPy's on-disk degraded copies as inputs, the originals as targets."""
         folder = self.cache_root() / f"{root.resolve().name}{SSL_SOURCE_SUFFIX}"
         settings = f"{self.normalisation}|{self.percentile_clip}|{self.spatial_dims}"
+        steps = self.preprocessing().describe()
+        if steps:  # copies of preprocessed images differ; without preprocessing the key (and old copies) stay
+            settings += f"|{steps}"
         result: dict[str, list[LoadedImage]] = {}
         for split, images in splits.items():
             copies = degraded_copies(
@@ -127,7 +146,7 @@ class RestorationContainer(
             network_spec=self.network_spec(datamodule.in_channels).as_dict(),
             task_name=self.pretext_task,
             task_arguments=self.task_arguments(),
-            normalisation=self.normalisation,
+            normalisation=self.intensity_mode(),
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             warmup_epochs=self.warmup_epochs,
@@ -140,7 +159,25 @@ class RestorationContainer(
         )
 
     def create_callbacks(self, datamodule: pl.LightningDataModule) -> list[pl.Callback]:
-        return [RestorationPreviews()]
+        callbacks: list[pl.Callback] = [RestorationPreviews()]
+        if self.monitor_labels is not None:
+            assert isinstance(datamodule, PatchDataModule)
+            labels = read_image_labels(self.monitor_labels)
+            monitor = TokenKNNMonitor(
+                labeled(datamodule.used_images["train"], labels),
+                labeled(datamodule.used_images["val"], labels),
+                labels.label_info,
+                self.patch(),
+                self.monitor_every_n_epochs,
+            )
+            logger.info(
+                "kNN monitor of pooled ViT tokens: %d labeled training and %d validation image(s), classes %s",
+                len(monitor.bank),
+                len(monitor.queries),
+                ", ".join(labels.label_info.class_names),
+            )
+            callbacks.append(monitor)
+        return callbacks
 
     def checkpoint_monitor(self) -> tuple[str, str] | None:
         # Without validation images the test stage uses the last checkpoint.

@@ -18,8 +18,8 @@ from innerssl.containers.groups.dense_network import DenseNetworkParameters
 from innerssl.containers.groups.optimisation import OptimisationParameters
 from innerssl.containers.groups.patch_data import PatchDataParameters
 from innerssl.data.datasets.base import BadFileLog
-from innerssl.data.image_layouts import find_layout
 from innerssl.data.patch_datamodule import PatchDataModule, load_split, parse_label_mapping
+from innerssl.data.volume_preprocessing import VolumePreprocessing
 from innerssl.errors import UserError
 from innerssl.eval.dense_module import NETWORK_PREFIX, evaluation_device
 from innerssl.eval.segmentation import PREFIX, SegmentationModule
@@ -56,6 +56,10 @@ def restoration_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 class SegmentationParameters(param.Parameterized):
     group_order: ClassVar[int] = 40
     group_title: ClassVar[str] = "Segmentation"
+    parameter_aliases: ClassVar[dict[str, str]] = {
+        "num_training_volumes": "num_training_images",
+        "compare_num_training_volumes": "compare_num_training_images",
+    }
 
     label_mapping: str = param.String(
         "",
@@ -76,9 +80,10 @@ class SegmentationParameters(param.Parameterized):
         "by name and shape (unmatched ones are listed in the log); a masking ViT goes into UNETR's vit.",
     )
     weights_part: str = param.Selector(
-        objects=["whole", "encoder"],
+        objects=["whole", "encoder", "none"],
         default="whole",
-        doc="What to load from --local_weights_path: the whole network (BiaPy's way) or its encoder only.",
+        doc="What to load from --local_weights_path: the whole network (BiaPy's way), its encoder only, or none (the "
+        "checkpoint's architecture from random init: the comparison's baseline, so that both arms train one network).",
     )
     strict_weights: bool = param.Boolean(
         False, doc="Make any checkpoint weight that does not fit the network (name or shape) an error."
@@ -111,12 +116,22 @@ class SegmentationContainer(
 
     def validate_group(self, check_this_machine: bool) -> None:
         self.num_classes()
+        self.preprocessing()
         if self.network:
             DENSE_NETWORKS.get(self.network)
         if self.network == MAE_NETWORK:
             raise UserError("--network=vit_mae is the masking task's network: segment with unetr (or a U-Net)")
-        if self.freeze_encoder and self.local_weights_path is None:
-            raise UserError("--freeze_encoder keeps pretrained weights fixed: add --local_weights_path")
+        if self.freeze_encoder and (self.local_weights_path is None or self.weights_part == "none"):
+            raise UserError(
+                "--freeze_encoder keeps pretrained weights fixed: add --local_weights_path (and a --weights_part that "
+                "loads them)"
+            )
+        if self.weights_part == "none" and self.local_weights_path is None:
+            raise UserError("--weights_part=none builds --local_weights_path's network from random init: add it")
+        if self.compare_with_random_init and self.weights_part == "none":
+            raise UserError(
+                "--compare_with_random_init compares loaded weights with random init: drop --weights_part=none"
+            )
         if check_this_machine and self.local_weights_path and not Path(self.local_weights_path).is_file():
             raise UserError(f"{WEIGHTS_FLAG}={self.local_weights_path} is not a file: pass a restoration checkpoint")
         if self.compare_with_random_init and self.local_weights_path is None:
@@ -127,22 +142,18 @@ class SegmentationContainer(
     # --- data -------------------------------------------------------------------------------------------
     def create_datamodule(self, run_folder: Path | None = None) -> PatchDataModule:
         bad_file_log = BadFileLog(run_folder / BAD_FILE_LOG_NAME if run_folder is not None else None)
-        layout = find_layout(
-            self.dataset_root(),
-            self.spatial_dims,
-            self.val_fraction,
-            self.test_fraction,
-            self.random_seed,
-            bad_file_log,
-            channels=self.in_channels,
-        )
+        layout = self.find_dataset_layout(bad_file_log)
         if not layout.has_targets("train"):
             raise UserError(
-                f"{layout.root} has no masks for its training images (train/y/ or labelsTr/): segmentation needs them"
+                f"{layout.root} has no masks for its training images (train/y/, labelsTr/ or datalist labels): "
+                "segmentation needs them"
             )
         mapping = parse_label_mapping(self.label_mapping) if self.label_mapping else None
+        preprocessing = self.preprocessing()
+        if preprocessing.active:
+            logger.info("Preprocessing once per image: %s", preprocessing.describe())
         splits = {
-            split: load_split(layout, split, self.normaliser(), "labels", mapping, bad_file_log)
+            split: load_split(layout, split, self.normaliser(), "labels", mapping, bad_file_log, preprocessing)
             for split in ("train", "val", "test")
         }
         for split in ("val", "test"):
@@ -155,6 +166,7 @@ class SegmentationContainer(
             splits["test"],
             patch_size=self.patch(),
             patches_per_image=self.patches_per_image,
+            patches_per_epoch=self.patches_per_epoch,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             seed=self.random_seed,
@@ -165,6 +177,10 @@ class SegmentationContainer(
         logger.info("%s", datamodule.describe())
         self._has_validation = bool(splits["val"])
         return datamodule
+
+    def preprocessing(self) -> VolumePreprocessing:
+        """MONAI's deterministic steps (--orientation ... --pad_to_patch), applied once per image at load."""
+        return VolumePreprocessing.from_parameters(self, self.patch())
 
     # --- network and weights ----------------------------------------------------------------------------
     def network_spec(self, in_channels: int) -> tuple[DenseNetworkSpec, dict[str, Any] | None]:
@@ -245,7 +261,9 @@ class SegmentationContainer(
             tile_batch_size=self.tile_batch_size,
             output_suffix=output_suffix(datamodule.used_images["train"]),
         )
-        if pretrained is not None:
+        if pretrained is not None and self.weights_part == "none":
+            logger.info("--weights_part=none: the network of %s from random init", self.local_weights_path)
+        elif pretrained is not None:
             loaded_encoder = self.load_pretrained(module, pretrained)
             if self.freeze_encoder:
                 module.freeze(loaded_encoder)

@@ -7,8 +7,10 @@
 
 A target matches its image by name without the suffix (``a.tif`` <-> ``a.png``); a ``y/`` with a missing or
 an extra file is refused. Folders are flat, as in BiaPy: subfolders of ``x/`` and ``y/`` and files of other
-types are left out with a warning. Archive debris (``__MACOSX``, ``._*``, hidden files, ``Thumbs.db``,
-``desktop.ini``) is skipped silently. DICOM files are recognised by their suffix only (.dcm, .dicom).
+types are left out with a warning, except that with ``spatial_dims=3`` a subfolder holding DICOM files is a DICOM
+series, one sample named by the folder (:mod:`innerssl.data.dicom_volumes`). Archive debris (``__MACOSX``,
+``._*``, hidden files, ``Thumbs.db``, ``desktop.ini``) is skipped silently. DICOM files are recognised by their
+suffix only (.dcm, .dicom).
 
 Formats: TIFF (tifffile), ``.npy``, NIfTI (``.nii``, ``.nii.gz``, nibabel; 3D) and PNG / JPEG / BMP / DICOM
 through innerssl's 2D readers (:mod:`innerssl.data.image_io`). Arrays come back channel-first,
@@ -30,12 +32,15 @@ or could be read two ways, is refused with a :class:`UserError` saying what to c
 - NIfTI voxel axes ``(i, j, k)`` become ``(z, y, x) = (k, j, i)``, stored order, no reorientation by the
   affine; a 4th (time) or 5th (vector) axis is channels if at most MAX_CHANNELS long. With ``spatial_dims=2``
   only a NIfTI with one slice (k = 1) is accepted.
-- PNG / JPEG / BMP / DICOM are 2D only.
+- PNG / JPEG / BMP are 2D only, and so is a single-frame DICOM file. With ``spatial_dims=3`` a DICOM series
+  folder or a multi-frame DICOM file is a volume ``(C, z, y, x)`` of modality values, its slices ordered by
+  position (:mod:`innerssl.data.dicom_volumes`); with ``spatial_dims=2`` folders and multi-frame files are refused.
 
 Dtypes (:class:`ImageInfo` reports them). Integers and booleans keep their source dtype (native byte order)
 so that "divide by the type's maximum" (:mod:`innerssl.data.normalisation`) knows the type's full range;
 floats become float32. PNG / JPEG / BMP / DICOM come back as float32 already in [0, 1], as innerssl's readers
-decode them (divided by their type's or header's full range), with ``dtype_max = 1``. Complex, object or
+decode them (divided by their type's or header's full range), with ``dtype_max = 1``; DICOM volumes follow the
+NIfTI rule instead (stored integers, or float32 where a rescale applies). Volumes carry their affine. Complex, object or
 structured arrays and floats holding NaN or infinity are bad files.
 
 Bad files. As everywhere in innerssl, a file that cannot be decoded raises :class:`BadImageFile`; datasets
@@ -66,6 +71,7 @@ from PIL import Image
 
 from innerssl.data.debris import is_debris
 from innerssl.data.dicom import dicom_summary
+from innerssl.data.dicom_volumes import is_dicom_series_folder, probe_dicom_volume, read_dicom_volume
 from innerssl.data.image_io import (
     DICOM_SUFFIXES,
     PIL_FULL_SCALE,
@@ -131,6 +137,9 @@ class ImageInfo:
     """The source axes in source order as read: e.g. 'YX', 'YXC', 'ZYX', 'CYX' (planar), 'XYZ' (NIfTI);
     a '1' is a length-1 axis that was dropped."""
     source_shape: tuple[int, ...]
+    affine: tuple[tuple[float, ...], ...] | None = None
+    """Volumes (NIfTI, DICOM): the 4x4 matrix from output indices (z, y, x, 1) to RAS+ millimetres; None for 2D
+    images and formats without one."""
 
     @property
     def channels(self) -> int:
@@ -174,6 +183,8 @@ def read_image(path: Path | str, spatial_dims: int) -> tuple[np.ndarray, ImageIn
     """
     path = Path(path)
     check_spatial_dims(spatial_dims)
+    if _is_dicom_volume(path, spatial_dims):
+        return read_dicom_volume(path)
     if not path.is_file():
         raise BadImageFile(path, "is a directory, not a file" if path.is_dir() else "file not found")
     suffix = file_suffix(path.name)
@@ -197,6 +208,8 @@ def probe_image(path: Path | str, spatial_dims: int) -> ImageInfo:
     """
     path = Path(path)
     check_spatial_dims(spatial_dims)
+    if _is_dicom_volume(path, spatial_dims):
+        return probe_dicom_volume(path)
     if not path.is_file():
         raise BadImageFile(path, "is a directory, not a file" if path.is_dir() else "file not found")
     suffix = file_suffix(path.name)
@@ -215,6 +228,11 @@ def probe_image(path: Path | str, spatial_dims: int) -> ImageInfo:
         size = (int(summary["rows"]), int(summary["columns"]))
         return _flat_2d_info((*size, channels) if channels > 1 else size)
     raise BadImageFile(path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {_supported_text()}")
+
+
+def _is_dicom_volume(path: Path, spatial_dims: int) -> bool:
+    """With 3D data a folder is a DICOM series and a DICOM file a multi-frame volume (:mod:`.dicom_volumes`)."""
+    return spatial_dims == 3 and (path.is_dir() or file_suffix(path.name) in DICOM_SUFFIXES)
 
 
 ArrayReader = Callable[[Path, int, bool], tuple[np.ndarray | None, ImageInfo]]
@@ -270,7 +288,8 @@ def _require_2d(path: Path, spatial_dims: int) -> None:
     if spatial_dims != 2:
         raise UserError(
             f"{path} is a 2D {file_suffix(path.name)} image but {FLAGS['spatial_dims']}=3: set "
-            f"{FLAGS['spatial_dims']}=2 for 2D data, or store volumes as TIFF, .npy or NIfTI"
+            f"{FLAGS['spatial_dims']}=2 for 2D data, or store volumes as TIFF, .npy, NIfTI or DICOM (a series "
+            "folder or a multi-frame file)"
         )
 
 
@@ -492,6 +511,7 @@ def _read_nifti(path: Path, spatial_dims: int, pixels: bool) -> tuple[np.ndarray
         proxy = image.dataobj
         scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
         dtype = np.dtype(np.float32) if scaled else image.get_data_dtype()
+        voxel_to_world = np.asarray(image.affine, dtype=np.float64)
         data = np.asanyarray(proxy) if pixels else None
     except MemoryError:
         raise
@@ -500,7 +520,11 @@ def _read_nifti(path: Path, spatial_dims: int, pixels: bool) -> tuple[np.ndarray
     letters = "XYZ" + "CC" + "?" * max(0, len(shape) - 5)
     plan = _nifti_plan(path, shape, letters[: len(shape)], spatial_dims)
     out_dtype, dtype_max = _output_dtype(path, dtype)
-    info = ImageInfo(plan.output_shape(shape), out_dtype, dtype_max, plan.axes, shape)
+    affine = None
+    if spatial_dims == 3 and np.isfinite(voxel_to_world).all():
+        # output (z, y, x) = voxel (k, j, i): the columns of nibabel's (i, j, k) affine, reversed
+        affine = tuple(tuple(float(value) for value in row) for row in voxel_to_world[:, [2, 1, 0, 3]])
+    info = ImageInfo(plan.output_shape(shape), out_dtype, dtype_max, plan.axes, shape, affine)
     return (None if data is None else _finish(path, data, plan, info)), info
 
 
@@ -518,10 +542,11 @@ def _nifti_plan(path: Path, shape: tuple[int, ...], letters: str, spatial_dims: 
 # --- the layout ----------------------------------------------------------------------------------------------
 
 
-def list_image_files(folder: Path) -> dict[str, Path]:
+def list_image_files(folder: Path, spatial_dims: int = 2) -> dict[str, Path]:
     """Name without suffix -> file, for the supported files directly in ``folder``, sorted by name.
 
-    Subfolders and other file types are left out with one warning; two files with one name are refused.
+    With ``spatial_dims`` 3 a subfolder holding DICOM files is a series (one volume), named by the folder's whole
+    name. Other subfolders and file types are left out with one warning; two entries with one name are refused.
     """
     found: dict[str, Path] = {}
     left_out: list[str] = []
@@ -531,10 +556,11 @@ def list_image_files(folder: Path) -> dict[str, Path]:
     except OSError as error:
         raise UserError(f"Cannot list the folder {folder} ({error}): check that it exists and is readable") from None
     for name, is_dir in names:
-        if is_dir or file_suffix(name) not in SUPPORTED_SUFFIXES:
+        series = is_dir and spatial_dims == 3 and is_dicom_series_folder(folder / name)
+        if not series and (is_dir or file_suffix(name) not in SUPPORTED_SUFFIXES):
             left_out.append(name + ("/" if is_dir else ""))
             continue
-        stem = file_stem(name)
+        stem = name if series else file_stem(name)
         if stem in found:
             raise UserError(
                 f"{folder} holds both {found[stem].name} and {name}, which share the name {stem!r}: keep one, "
@@ -558,9 +584,9 @@ def _names(names: Sequence[object]) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def _match_targets(x_folder: Path, images: dict[str, Path], y_folder: Path) -> dict[str, Path]:
+def _match_targets(x_folder: Path, images: dict[str, Path], y_folder: Path, spatial_dims: int) -> dict[str, Path]:
     """The target of every image, by name; a missing or extra target is a UserError naming the file."""
-    targets = list_image_files(y_folder)
+    targets = list_image_files(y_folder, spatial_dims)
     missing = [images[stem].name for stem in images if stem not in targets]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -598,7 +624,8 @@ class BiaPyLayout:
     splits: dict[str, list[Sample]]
     """'train', 'val' and 'test', each a list (empty where the split has no images)."""
     val_source: str
-    """'folder' (root/val/x), 'carved' (from train) or 'none' (no val/x, and too few train images or fraction 0)."""
+    """'folder' (root/val/x), 'datalist' (its validation list), 'carved' (from train) or 'none' (no val/x, and too
+    few train images or fraction 0)."""
     channels: int
     """Channel count shared by every image."""
     target_channels: int | None
@@ -631,7 +658,7 @@ class BiaPyLayout:
             raise UserError(
                 f"{root} has no train/{IMAGE_FOLDER} folder: {EXPECTED_LAYOUT}; pass its root with {root_flag}"
             )
-        pairs = {split: _split_pairs(root, split) for split in SPLITS}
+        pairs = {split: _split_pairs(root, split, spatial_dims) for split in SPLITS}
         if not pairs["train"]:
             raise UserError(f"{root / 'train' / IMAGE_FOLDER} holds no image files (supported: {_supported_text()})")
         val_source = "folder" if pairs["val"] else "none"
@@ -756,16 +783,16 @@ class BiaPyLayout:
         return bool(samples) and all(sample.target_path is not None for sample in samples)
 
 
-def _split_pairs(root: Path, split: str) -> dict[str, tuple[Path, Path | None]]:
+def _split_pairs(root: Path, split: str, spatial_dims: int) -> dict[str, tuple[Path, Path | None]]:
     """Name -> (image, target or None) of one split folder; empty when the split has no x/."""
     x_folder, y_folder = root / split / IMAGE_FOLDER, root / split / TARGET_FOLDER
     if not x_folder.is_dir():
         if y_folder.is_dir():
             raise UserError(f"{y_folder} has no {IMAGE_FOLDER}/ folder beside it: {EXPECTED_LAYOUT}")
         return {}
-    images = list_image_files(x_folder)
+    images = list_image_files(x_folder, spatial_dims)
     if not images and split != "train":
         logger.warning("%s holds no image files; the %s split is treated as absent", x_folder, split)
         return {}
-    targets = _match_targets(x_folder, images, y_folder) if y_folder.is_dir() else {}
+    targets = _match_targets(x_folder, images, y_folder, spatial_dims) if y_folder.is_dir() else {}
     return {stem: (path, targets.get(stem)) for stem, path in images.items()}

@@ -204,8 +204,10 @@ def _read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset:
     return dataset
 
 
-def _decode(path: Path, dataset: Dataset) -> np.ndarray:
-    """Check what makes a file unusable before the (slow) decode, then decode with pydicom's plugins."""
+def _decode(path: Path, dataset: Dataset, multi_frame: bool = False) -> np.ndarray:
+    """Check what makes a file unusable before the (slow) decode, then decode with pydicom's plugins.
+
+    ``multi_frame``: a file with several frames is accepted and decodes to (frames, H, W[, 3]) (volumes)."""
     if not _has_pixel_data(dataset):
         sop_class = UID(str(dataset.get("SOPClassUID", "unknown"))).name
         raise BadImageFile(path, f"it holds no pixel data (SOP class {sop_class}); only image files can be read")
@@ -214,7 +216,7 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
         samples_per_pixel = int(dataset.get("SamplesPerPixel") or 1)
     except (ValueError, TypeError) as error:
         raise BadImageFile(path, f"invalid Number of Frames / Samples per Pixel ({_detail(error, dataset)})") from None
-    if frames > 1:
+    if frames > 1 and not multi_frame:
         raise BadImageFile(
             path, f"it is a multi-frame (3D/cine) file with {frames} frames; 2D datasets need single-frame images"
         )
@@ -240,9 +242,10 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
             f"its {_syntax_label(syntax)} pixel data is corrupt or truncated and cannot be decoded "
             f"({_detail(error, dataset)})",
         ) from None
-    expected_dims = 2 if samples_per_pixel == 1 else 3
+    expected_dims = (2 if samples_per_pixel == 1 else 3) + (frames > 1)
     if pixels.ndim != expected_dims:
-        raise BadImageFile(path, f"decoded pixel data has shape {pixels.shape}, expected a single 2D image")
+        expected = f"{frames} frames" if frames > 1 else "a single 2D image"
+        raise BadImageFile(path, f"decoded pixel data has shape {pixels.shape}, expected {expected}")
     if not pixels.dtype.isnative:  # big endian syntaxes decode to big-endian arrays; downstream math wants native
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels

@@ -13,6 +13,11 @@ the layout on disk, so everything downstream sees one kind of object:
 - **Flat folder** (otherwise): the supported image files directly in ``root/images/`` when that exists (the NIH
   ChestX-ray14 download: ``images/`` beside ``Data_Entry_2017.csv``), else directly in ``root``; sub-folders and
   other files are left out, archive debris is skipped. All images are unlabeled.
+- **Datalist** (``datalist`` given, ``--datalist``): a Decathlon-style JSON file lists the samples instead
+  (:mod:`innerssl.data.datalist`). A Decathlon folder's own ``dataset.json`` is read only when passed so.
+
+With ``spatial_dims=3`` a sub-folder of DICOM files in any of these folders is one sample, a DICOM series
+(:mod:`innerssl.data.dicom_volumes`).
 
 Carving (Decathlon without labelled ``imagesTs``, flat folders): first ``test_fraction`` of the samples become
 the test split (seeded with ``seed``), then ``val_fraction`` of what remains the validation split (seeded with
@@ -54,11 +59,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUT_KINDS", "carve_groups", "find_layout", "patient_groups"]
 
-LAYOUT_KINDS = ("BiaPy", "Decathlon", "flat folder")
+LAYOUT_KINDS = ("BiaPy", "Decathlon", "flat folder", "datalist")
 DECATHLON_IMAGES, DECATHLON_LABELS = "imagesTr", "labelsTr"
 DECATHLON_TEST_IMAGES, DECATHLON_TEST_LABELS = "imagesTs", "labelsTs"
 FLAT_IMAGES = "images"
+DECATHLON_DATALIST = "dataset.json"
 VAL_FLAG, TEST_FLAG = "--val_fraction", "--test_fraction"
+DATALIST_FLAG = "--datalist"
 MAX_NAMES = 5
 
 Pairs = dict[str, tuple[Path, Path | None]]
@@ -66,7 +73,7 @@ Pairs = dict[str, tuple[Path, Path | None]]
 
 
 def find_layout(
-    root: Path | str,
+    root: Path | str | None,
     spatial_dims: int,
     val_fraction: float,
     test_fraction: float,
@@ -74,13 +81,31 @@ def find_layout(
     bad_file_log: BadFileLog | None = None,
     root_flag: str = "--local_dataset",
     channels: int | None = None,
+    datalist: Path | str | None = None,
 ) -> BiaPyLayout:
     """The dataset at ``root`` as a :class:`BiaPyLayout`, whichever of the layouts in the module doc it uses;
-    ``channels`` (``--in_channels``) as in :meth:`BiaPyLayout.find`."""
+    ``channels`` (``--in_channels``) as in :meth:`BiaPyLayout.find`. With ``datalist`` (``--datalist``) the JSON
+    file lists the dataset and ``root``, if given, must be a folder holding it (see :mod:`.datalist`)."""
     check_spatial_dims(spatial_dims)
     _check_fraction(val_fraction, VAL_FLAG)
     _check_fraction(test_fraction, TEST_FLAG)
+    if datalist is not None:
+        from innerssl.data.datalist import datalist_layout  # it builds on this module's carving
+
+        return datalist_layout(
+            datalist, spatial_dims, val_fraction, test_fraction, seed, bad_file_log, channels, root, root_flag
+        )
+    if root is None:
+        raise UserError(
+            f"This model needs its dataset: pass its folder with {root_flag}=<folder> or a JSON datalist with "
+            f"{DATALIST_FLAG}=<file.json>"
+        )
     root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".json":
+        raise UserError(
+            f"{root_flag}={root} is a JSON file, not a folder: pass a datalist with {DATALIST_FLAG}={root} (it is "
+            f"enough on its own)"
+        )
     if not root.is_dir():
         raise UserError(f"Dataset folder {root} does not exist: pass the dataset's folder with {root_flag}")
     biapy = (root / "train" / IMAGE_FOLDER).is_dir()
@@ -97,12 +122,22 @@ def find_layout(
         _log_layout(layout, "BiaPy")
         return layout
     if decathlon:
-        pairs, test_pairs = _decathlon_pairs(root)
+        if (root / DECATHLON_DATALIST).is_file():
+            logger.info(
+                "%s: reading the folders %s/ and %s/, not %s (pass %s=%s to use its lists instead)",
+                root,
+                DECATHLON_IMAGES,
+                DECATHLON_LABELS,
+                DECATHLON_DATALIST,
+                DATALIST_FLAG,
+                root / DECATHLON_DATALIST,
+            )
+        pairs, test_pairs = _decathlon_pairs(root, spatial_dims)
         kind = "Decathlon"
         groups = None
     else:
         folder = root / FLAT_IMAGES if (root / FLAT_IMAGES).is_dir() else root
-        images = list_image_files(folder)
+        images = list_image_files(folder, spatial_dims)
         if not images:
             raise UserError(
                 f"{folder} holds no supported image files, and {root} is neither a BiaPy dataset (train/"
@@ -133,9 +168,9 @@ def _names(names: Sequence[object]) -> str:
 # --- Decathlon -------------------------------------------------------------------------------------------------
 
 
-def _decathlon_pairs(root: Path) -> tuple[Pairs, Pairs | None]:
+def _decathlon_pairs(root: Path, spatial_dims: int) -> tuple[Pairs, Pairs | None]:
     """Training pairs from imagesTr / labelsTr, and test pairs from imagesTs / labelsTs when both exist."""
-    pairs = _matched(root / DECATHLON_IMAGES, root / DECATHLON_LABELS)
+    pairs = _matched(root / DECATHLON_IMAGES, root / DECATHLON_LABELS, spatial_dims)
     if not pairs:
         raise UserError(f"{root / DECATHLON_IMAGES} holds no supported image files: add the training images")
     test_images, test_labels = root / DECATHLON_TEST_IMAGES, root / DECATHLON_TEST_LABELS
@@ -151,16 +186,16 @@ def _decathlon_pairs(root: Path) -> tuple[Pairs, Pairs | None]:
             DECATHLON_IMAGES,
         )
         return pairs, None
-    test_pairs = _matched(test_images, test_labels)
+    test_pairs = _matched(test_images, test_labels, spatial_dims)
     return pairs, test_pairs or None
 
 
-def _matched(image_folder: Path, label_folder: Path) -> Pairs:
+def _matched(image_folder: Path, label_folder: Path, spatial_dims: int) -> Pairs:
     """Name -> (image, label); labels only when ``label_folder`` exists, then one for every image and vice versa."""
-    images = list_image_files(image_folder)
+    images = list_image_files(image_folder, spatial_dims)
     if not label_folder.is_dir():
         return {name: (path, None) for name, path in images.items()}
-    labels = list_image_files(label_folder)
+    labels = list_image_files(label_folder, spatial_dims)
     unlabelled = [images[name] for name in images if name not in labels]
     if unlabelled:
         raise UserError(
@@ -218,14 +253,17 @@ def _carve(
     test_fraction: float,
     seed: int,
     groups: dict[str, list[str]] | None,
+    val_pairs: Pairs | None = None,
+    test_source: str = DECATHLON_TEST_IMAGES,
 ) -> tuple[dict[str, Pairs], str]:
-    """Split ``pairs`` into train / val / test (test first, then val from the rest) and say where val came from."""
+    """Split ``pairs`` into train / val / test (test first, then val from the rest) and say where val came from;
+    ``test_pairs`` / ``val_pairs`` (from ``test_source`` / a datalist), where given, are used instead of a carve."""
     unit = f"patients ({len(groups)} groups of names before the first '_')" if groups else "images"
     names = sorted(pairs)
     if test_pairs is not None:
         test_names: list[str] = []
         if test_fraction > 0:
-            logger.info("%s: test images come from %s, so %s is not used", root, DECATHLON_TEST_IMAGES, TEST_FLAG)
+            logger.info("%s: test images come from %s, so %s is not used", root, test_source, TEST_FLAG)
     else:
         names, test_names = _carve_once(names, test_fraction, seed, groups)
         if test_names:
@@ -242,27 +280,33 @@ def _carve(
             )
         else:
             logger.info("%s: no test split (%s=%g, %d images)", root, TEST_FLAG, test_fraction, len(pairs))
-    train_names, val_names = _carve_once(names, val_fraction, seed + 1, groups)
-    if val_names:
-        logger.info(
-            "%s: carved %d of %d remaining images as the validation split (%s=%g of the %s, seed %d): %s",
-            root,
-            len(val_names),
-            len(names),
-            VAL_FLAG,
-            val_fraction,
-            unit,
-            seed + 1,
-            _names(val_names),
-        )
+    if val_pairs is not None:
+        train_names, val_source = names, "datalist"
+        if val_fraction > 0:
+            logger.info("%s: validation images are listed, so %s is not used", root, VAL_FLAG)
     else:
-        logger.warning("%s: no validation split (%s=%g, %d images left)", root, VAL_FLAG, val_fraction, len(names))
+        train_names, val_names = _carve_once(names, val_fraction, seed + 1, groups)
+        val_source = "carved" if val_names else "none"
+        if val_names:
+            logger.info(
+                "%s: carved %d of %d remaining images as the validation split (%s=%g of the %s, seed %d): %s",
+                root,
+                len(val_names),
+                len(names),
+                VAL_FLAG,
+                val_fraction,
+                unit,
+                seed + 1,
+                _names(val_names),
+            )
+        else:
+            logger.warning("%s: no validation split (%s=%g, %d images left)", root, VAL_FLAG, val_fraction, len(names))
     splits = {
         "train": {name: pairs[name] for name in train_names},
-        "val": {name: pairs[name] for name in val_names},
+        "val": dict(val_pairs) if val_pairs is not None else {name: pairs[name] for name in val_names},
         "test": dict(test_pairs) if test_pairs is not None else {name: pairs[name] for name in test_names},
     }
-    return splits, "carved" if val_names else "none"
+    return splits, val_source
 
 
 # --- probing ---------------------------------------------------------------------------------------------------

@@ -35,9 +35,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from innerssl.data.biapy_layout import SPLITS, BiaPyLayout, convert_channels, file_suffix, read_image
+from innerssl.data.biapy_layout import (
+    SPLITS,
+    BiaPyLayout,
+    ImageInfo,
+    Sample,
+    convert_channels,
+    file_suffix,
+    read_image,
+)
 from innerssl.data.normalisation import Normalisation
 from innerssl.data.tiling import check_patch_size, extract_patches, random_patch_origins
+from innerssl.data.volume_preprocessing import VolumeGeometry, VolumePreprocessing, read_affine
 from innerssl.errors import BadImageFile, UserError
 
 if TYPE_CHECKING:
@@ -82,6 +91,9 @@ class LoadedImage:
     """The image file's full-intensity value (ImageInfo.dtype_max), to write predictions back in its range."""
     target_source: Path | None = None
     """The target's file (masks, restoration targets), where the sample has one and the run reads it."""
+    geometry: VolumeGeometry | None = None
+    """How --orientation / --spacing / --crop_foreground / --pad_to_patch changed the grid (None: not at all);
+    :meth:`VolumeGeometry.restore` takes a prediction back to the source file's grid."""
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -119,6 +131,7 @@ def load_split(
     target_kind: TargetKind,
     label_mapping: dict[int, int] | None = None,
     bad_file_log: BadFileLog | None = None,
+    preprocessing: VolumePreprocessing | None = None,
 ) -> list[LoadedImage]:
     """The samples of ``split`` read into memory, in the layout's order.
 
@@ -126,6 +139,8 @@ def load_split(
     ``"labels"`` a single-channel int64 label map (``label_mapping`` source value -> class, else ``> 0`` is
     foreground, so instance masks become 0/1), ``"none"`` not read. A file that fails to decode is skipped with
     its sample, logged, recorded in ``layout.bad_files`` and ``bad_file_log``; it never stops the run.
+    ``preprocessing`` (MONAI's deterministic steps, :mod:`innerssl.data.volume_preprocessing`) runs here, once
+    per image, on images and targets alike; inactive or None, loading is unchanged.
     """
     if target_kind not in TARGET_KINDS:
         raise ValueError(f"target_kind must be one of {TARGET_KINDS}, got {target_kind!r}")
@@ -150,7 +165,6 @@ def load_split(
                 logger.warning("Skipping %s", error)
             continue
         pixels = convert_channels(pixels, layout.channels)  # --in_channels: gray <-> RGB, as the layout allowed
-        image = torch.from_numpy(normalisation(pixels, info.dtype_max))
         target = None
         if raw_target is not None and target_info is not None:
             assert sample.target_path is not None
@@ -159,17 +173,58 @@ def load_split(
                     f"{sample.target_path} has the spatial shape {raw_target.shape[1:]} but its image "
                     f"{sample.image_path} has {pixels.shape[1:]}: a target must cover its image pixel for pixel"
                 )
-            if target_kind == "image":
-                target = torch.from_numpy(normalisation(raw_target, target_info.dtype_max))
-            else:
-                target = torch.from_numpy(_label_map(raw_target, sample.target_path, label_mapping))
+        geometry = None
+        if preprocessing is not None and preprocessing.active:
+            target_pair = None if raw_target is None or target_info is None else (raw_target, target_info)
+            image, target, geometry = _preprocessed(
+                preprocessing, sample, (pixels, info), target_pair, target_kind, normalisation, label_mapping
+            )
+        else:
+            image = torch.from_numpy(normalisation(pixels, info.dtype_max))
+            if raw_target is not None and target_info is not None:
+                assert sample.target_path is not None
+                if target_kind == "image":
+                    target = torch.from_numpy(normalisation(raw_target, target_info.dtype_max))
+                else:
+                    target = torch.from_numpy(_label_map(raw_target, sample.target_path, label_mapping))
         name = sample.image_path.name
         suffix = name[len(name) - len(file_suffix(name)) :]
         target_source = sample.target_path if target is not None else None
-        loaded.append(LoadedImage(sample.name, image, target, sample.image_path, suffix, info.dtype_max, target_source))
+        loaded.append(
+            LoadedImage(sample.name, image, target, sample.image_path, suffix, info.dtype_max, target_source, geometry)
+        )
     if skipped:
         logger.warning("%s split: %d of %d sample(s) could not be read and are left out", split, skipped, len(samples))
     return loaded
+
+
+def _preprocessed(
+    preprocessing: VolumePreprocessing,
+    sample: Sample,
+    image: tuple[np.ndarray, ImageInfo],
+    raw_target: tuple[np.ndarray, ImageInfo] | None,
+    target_kind: TargetKind,
+    normalisation: Normalisation,
+    label_mapping: dict[int, int] | None,
+) -> tuple[Tensor, Tensor | None, VolumeGeometry]:
+    """(image, target, geometry) of one sample through ``preprocessing`` (see :func:`load_split`)."""
+    target, target_intensity = None, None
+    if raw_target is not None:
+        assert sample.target_path is not None
+        values, target_info = raw_target
+        if target_kind == "image":
+            target, target_intensity = values, lambda array: normalisation(array, target_info.dtype_max)
+        else:
+            target = _label_map(values, sample.target_path, label_mapping)
+    pixels, info = image
+    result = preprocessing.apply(
+        pixels,
+        lambda array: normalisation(array, info.dtype_max),
+        target,
+        target_intensity,
+        read_affine(sample.image_path) if preprocessing.needs_affine else None,
+    )
+    return result.image, result.target, result.geometry
 
 
 def _label_map(raw: np.ndarray, path: Path, mapping: dict[int, int] | None) -> np.ndarray:
@@ -365,9 +420,10 @@ class PatchDataModule(pl.LightningDataModule):
     """Random training patches and whole validation / test images of in-memory :class:`LoadedImage` lists.
 
     ``num_training_images`` keeps the first N training images of a permutation seeded with ``seed`` (few-label
-    experiments). Training batches are ``{"image": (B, C, *patch), "target": ...}``; validation and test batches
-    come from :class:`WholeImageDataset` one image at a time with their names. Images are held in memory (see the
-    module doc).
+    experiments); ``patches_per_epoch`` replaces ``patches_per_image`` by ``ceil(patches_per_epoch / images)``, so
+    that fewer images do not mean fewer steps. Training batches are ``{"image": (B, C, *patch), "target": ...}``;
+    validation and test batches come from :class:`WholeImageDataset` one image at a time with their names. Images
+    are held in memory (see the module doc).
     """
 
     def __init__(
@@ -383,6 +439,7 @@ class PatchDataModule(pl.LightningDataModule):
         flip: bool = True,
         foreground_fraction: float = 0.0,
         num_training_images: int | None = None,
+        patches_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         if not train:
@@ -391,6 +448,9 @@ class PatchDataModule(pl.LightningDataModule):
             raise UserError(f"--batch_size must be at least 1, got {batch_size}")
         if num_training_images is not None:
             train = _first_in_seeded_order(train, num_training_images, seed)
+        if patches_per_epoch is not None:
+            # The same number of steps whatever the number of training images (few-label comparisons).
+            patches_per_image = max(1, math.ceil(patches_per_epoch / len(train)))
         self.spatial_dims = train[0].image.ndim - 1
         self.in_channels = int(train[0].image.shape[0])
         self.patch_size = check_patch_size(patch_size, self.spatial_dims)

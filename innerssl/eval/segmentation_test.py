@@ -1,6 +1,7 @@
 """The test stage of a segmentation run: every whole test image segmented by tiles, its predicted mask written to
 ``per_image/`` (TIFF / PNG / NIfTI as the input), Dice per class per image in ``test_metrics.csv`` and the means in
-``test_metrics_mean.csv``."""
+``test_metrics_mean.csv``. Predictions of preprocessed volumes (--crop_foreground, --spacing, ...) are written back
+in the source file's grid; Dice is computed on the preprocessed grid."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def run_segmentation_test(
         with torch.no_grad():
             labels = module.predict_labels(loaded.image.to(device)).cpu()
         write_label_map(
-            labels,
+            labels if loaded.geometry is None else loaded.geometry.restore(labels, labels=True),
             output_root / PER_IMAGE_FOLDER,
             loaded.name,
             loaded.suffix,

@@ -5,6 +5,8 @@ file names for a masked autoencoder's outputs. TIFF (and ``.npy``) data gets flo
 or volume (:mod:`innerssl.outputs.per_image`), to measure in Fiji; other data gets PNGs, of the middle z slice
 for 3D, all four on the original's scale so they compare by eye. The ``aug/`` preview shows what a
 restoration network is trained on: per image its network input (crappified or masked) beside its target.
+``slices/epoch_<NNN>/<name>.png`` (tasks without mae_checks, e.g. MONAI's ViT autoencoder) shows a few axial
+slices of a validation image: per row one slice, as original | network input | restoration.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ MAE_CHECKS_FOLDER = "mae_checks"
 MAE_PANELS = ("original", "masked", "reconstruction", "reconstruction_and_visible")
 """BiaPy's file name endings for a masked autoencoder's outputs, in column order."""
 PREVIEW_COLUMNS = ("network input", "target")
+SLICES_FOLDER = "slices"
+NUM_SLICES = 3
 EPOCH_FOLDER = "epoch_{epoch:03d}"
 """Per-epoch subfolder; NNN is the trainer's 0-based epoch index, as in metrics.csv and mae_checks.py."""
 
@@ -100,16 +104,51 @@ def write_restoration_preview(path: Path, inputs: Image, targets: Image, title: 
         pair = [middle_slice(sources[row]), middle_slice(goals[row])]
         low, high = _display_range(pair[1], pair[0])
         for column, (image, heading) in enumerate(zip(pair, PREVIEW_COLUMNS)):
-            picture = _to_picture(image, low, high)
-            axis = axes[row][column]
-            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(heading, fontsize=9)
+            _draw_panel(axes[row][column], _to_picture(image, low, high), heading if row == 0 else None)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
+    return _save_png(figure, Path(path))
+
+
+def slice_positions(depth: int, count: int = NUM_SLICES) -> list[int]:
+    """``count`` axial (z) slice indices spread evenly inside ``depth`` (at 1/(count+1), 2/(count+1), ...),
+    distinct; fewer where the volume has fewer slices."""
+    return sorted({min(depth - 1, (depth * (index + 1)) // (count + 1)) for index in range(count)})
+
+
+def write_slice_picture(
+    path: Path, title: str, columns: dict[str, Image], spatial_dims: int, num_slices: int = NUM_SLICES
+) -> Path:
+    """One PNG at ``path``: per row an axial slice (3D: ``num_slices`` of them, 2D: the image), per column one of
+    ``columns`` (heading -> ``(C, *spatial)``, all one shape), on the first column's scale. Returns ``path``."""
+    panels = {heading: _as_numpy(image).astype(np.float32) for heading, image in columns.items()}
+    shapes = {panel.shape for panel in panels.values()}
+    first = next(iter(panels.values()))
+    if len(shapes) != 1 or first.ndim != spatial_dims + 1:
+        raise ValueError(f"slice picture panels must share one (C, *spatial) shape, got {sorted(shapes)}")
+    rows = slice_positions(first.shape[1], num_slices) if spatial_dims == 3 else [None]
+    low, high = _display_range(first)
+    figure, axes = plt.subplots(len(rows), len(panels), figsize=(2.2 * len(panels), 2.2 * len(rows)), squeeze=False)
+    for row, depth in enumerate(rows):
+        for column, (heading, panel) in enumerate(panels.items()):
+            picture = _to_picture(panel if depth is None else panel[:, depth], low, high)
+            _draw_panel(axes[row][column], picture, heading if row == 0 else None)
+            if column == 0 and depth is not None:
+                axes[row][column].set_ylabel(f"z = {depth}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save_png(figure, Path(path))
+
+
+def _draw_panel(axis: plt.Axes, picture: np.ndarray, heading: str | None) -> None:
+    axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if heading is not None:
+        axis.set_title(heading, fontsize=9)
+
+
+def _save_png(figure: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix or PNG_SUFFIX}")
     try:

@@ -31,6 +31,7 @@ class Crappify(PretextTask):
     flag_prefix: ClassVar[str] = "crappify"
     default_network: ClassVar[str] = "unet"
     baseline_name: ClassVar[str] = "input"
+    input_heading: ClassVar[str] = "crappified"
     needs_unit_range: ClassVar[bool] = True
     parameter_docs: ClassVar[dict[str, str]] = {
         "noise": "Standard deviation of the Gaussian noise, as a fraction of the image maximum (BiaPy: 0.2).",

@@ -1,9 +1,10 @@
 """The test stage of a restoration run: every whole test image restored by the trained network, BiaPy's outputs.
 
 Written into the run folder: ``per_image/<name>.<tif|png|nii.gz>`` (the restored image, full size, merged from
-tiles; TIFF for TIFF data), ``test_metrics.csv`` (per image: PSNR, SSIM, MAE, MSE of the restoration and of the
-baseline), ``test_metrics_mean.csv`` and ``test_metrics.png`` (restored vs baseline), and for masking
-``mae_checks/test/`` for every test image.
+tiles; TIFF for TIFF data; preprocessed volumes back in the source file's grid, see
+:mod:`innerssl.data.volume_preprocessing`; metrics on the preprocessed grid), ``test_metrics.csv`` (per image: PSNR,
+SSIM, MAE, MSE of the restoration and of the baseline), ``test_metrics_mean.csv`` and ``test_metrics.png`` (restored
+vs baseline), and for masking ``mae_checks/test/`` for every test image.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def run_restoration_test(
         with torch.no_grad():
             result = module.restore_image(batch)
         rows.append({"name": loaded.name, **module.metrics_of(result)})
+        restored = result.restored.cpu()
         write_image(
-            result.restored.cpu(),
+            restored if loaded.geometry is None else loaded.geometry.restore(restored, labels=False),
             output_root / PER_IMAGE_FOLDER,
             loaded.name,
             loaded.suffix,

@@ -5,7 +5,9 @@ of the task's do-nothing baseline (the degraded input, the mean-filled masked im
 Logged per epoch (metrics.csv, charts, TensorBoard): ``restoration/train_loss``, ``restoration/val_<metric>`` and
 ``restoration/val_<baseline>_<metric>`` (e.g. ``val_input_psnr``). With a masking task, every
 ``checks_every_n_epochs`` the first ``checks_num_images`` validation images are written to
-``mae_checks/epoch_NNN/`` under BiaPy's names (original, masked, reconstruction, reconstruction_and_visible).
+``mae_checks/epoch_NNN/`` under BiaPy's names (original, masked, reconstruction, reconstruction_and_visible);
+with any other task (crappify, MONAI's ViT autoencoder) as ``slices/epoch_NNN/<name>.png``: a few axial slices,
+original | network input (the task's ``input_heading``: view 1 for the autoencoder) | restoration.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from torch import Tensor
 
 from innerssl.eval.dense_module import DenseNetworkModule
 from innerssl.eval.restoration_metrics import data_range_of, image_metrics
-from innerssl.outputs.restoration_checks import MAE_CHECKS_FOLDER, write_mae_checks
+from innerssl.outputs.restoration_checks import (
+    EPOCH_FOLDER,
+    MAE_CHECKS_FOLDER,
+    SLICES_FOLDER,
+    write_mae_checks,
+    write_slice_picture,
+)
 from innerssl.restoration.registry import Restoration, build_task
 
 PREFIX = "restoration"
@@ -74,13 +82,16 @@ class RestorationModule(DenseNetworkModule):
         for key, value in self.metrics_of(result).items():
             self.log(f"{PREFIX}/val_{key}", value, on_epoch=True, batch_size=1, sync_dist=True)
         if self.writes_checks(batch_idx):
-            self.write_checks(result, batch, Path(self.trainer.default_root_dir) / MAE_CHECKS_FOLDER)
+            root = Path(self.trainer.default_root_dir)
+            if self.task.token_networks:
+                self.write_checks(result, batch, root / MAE_CHECKS_FOLDER)
+            else:
+                self.write_slices(result, batch, root / SLICES_FOLDER / EPOCH_FOLDER.format(epoch=self.current_epoch))
 
     def writes_checks(self, batch_idx: int) -> bool:
         every = self.hparams.checks_every_n_epochs
         return (
-            self.task.token_networks
-            and every > 0
+            every > 0
             and batch_idx < self.hparams.checks_num_images
             and (self.current_epoch + 1) % every == 0
             and not self.trainer.sanity_checking
@@ -100,6 +111,18 @@ class RestorationModule(DenseNetworkModule):
             self.hparams.output_suffix,
             self.spec.spatial_dims,
             epoch=self.current_epoch if epoch == -1 else epoch,
+        )
+
+    def write_slices(self, result: Restoration, batch: dict[str, Any], folder: Path) -> Path:
+        """Axial slices of one validation image: original | network input | restoration."""
+        name = str(batch["name"][0])
+        headings = ("original", self.task.input_heading, "restoration")
+        columns = dict(zip(headings, (result.original, result.network_input, result.restored)))
+        return write_slice_picture(
+            folder / f"{name}.png",
+            f"{name}, epoch {self.current_epoch} ({self.hparams.task_name})",
+            {heading: image.cpu() for heading, image in columns.items()},
+            self.spec.spatial_dims,
         )
 
     def checkpoint_info(self) -> dict[str, Any]:

@@ -55,6 +55,8 @@ class PretextTask:
     token_networks: ClassVar[bool] = False
     """Whether the task needs a masked-autoencoder ViT (``forward(x, mask)``) rather than a plain dense network."""
     baseline_name: ClassVar[str] = "input"
+    input_heading: ClassVar[str] = "network input"
+    """What the network sees, as a picture's column heading (slices/ pictures)."""
     """How result tables name the baseline (``input_psnr``, ``mean_fill_psnr``)."""
     needs_unit_range: ClassVar[bool] = False
     """Whether the degradation assumes intensities in [0, max] (not zero mean / unit variance)."""

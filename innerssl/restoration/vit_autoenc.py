@@ -66,6 +66,7 @@ class ViTAutoEncSSL(PretextTask):
     flag_prefix: ClassVar[str] = "autoenc"
     default_network: ClassVar[str] = "vit_autoenc"
     baseline_name: ClassVar[str] = "input"
+    input_heading: ClassVar[str] = "view 1"
     token_networks: ClassVar[bool] = False
     parameter_docs: ClassVar[dict[str, str]] = {
         "holes": "Inpainting: number of holes filled with random values (the tutorial: 6).",

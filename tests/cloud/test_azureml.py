@@ -373,3 +373,12 @@ def test_local_runs_never_import_azure():
         """
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=300)
+
+
+def test_a_datalist_goes_into_a_job_relative_to_its_dataset(tmp_path):
+    volumes = ["--azureml", "--azureml_compute_cluster=gpu-t4", "--azureml_dataset=hippocampus:1"]
+    _container, job = build("Hippocampus_UNETR", [*volumes, "--datalist=dataset.json"])
+    command = spec(job)["command"]
+    assert "--local_dataset=${{inputs.dataset}}" in command and "--datalist=dataset.json" in command
+    with pytest.raises(UserError, match="is a file on this machine.*relative to that folder"):
+        build("Hippocampus_UNETR", [*volumes, f"--datalist={tmp_path / 'dataset.json'}"])

@@ -305,3 +305,21 @@ def test_num_training_images_and_summary() -> None:
         PatchDataModule(images(5), [], [], (8, 8), 3, 4, 0, seed=7, num_training_images=6)
     with pytest.raises(UserError, match="--patch_size"):
         PatchDataModule(images(2), [], [], (8, 8, 8), 3, 4, 0, seed=7)
+
+
+def test_patches_per_epoch_keeps_the_steps_whatever_the_number_of_images() -> None:
+    few = PatchDataModule(images(5), [], [], (8, 8), 3, 4, 0, seed=7, num_training_images=2, patches_per_epoch=12)
+    every = PatchDataModule(images(5), [], [], (8, 8), 3, 4, 0, seed=7, patches_per_epoch=12)
+    assert few.train_dataset.patches_per_image == 6 and len(few.train_dataset) == 12
+    assert every.train_dataset.patches_per_image == 3 and len(every.train_dataset) == 15  # ceil(12 / 5) each
+
+
+def test_patches_per_epoch_refuses_a_changed_patches_per_image() -> None:
+    from configs.volumes import Hippocampus_UNETR
+
+    container = Hippocampus_UNETR()
+    container.apply_flags({"patches_per_epoch": "96"})
+    container.validate(check_this_machine=False)
+    container.apply_flags({"patches_per_image": "4"})
+    with pytest.raises(UserError, match="--patches_per_epoch=96 sets the patches per image itself"):
+        container.validate(check_this_machine=False)

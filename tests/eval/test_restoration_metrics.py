@@ -149,3 +149,11 @@ def test_dice_against_hand_computed_values():
     assert dice_per_class(target, target, 3) == {1: 1.0, 2: 1.0}
     with pytest.raises(ValueError, match="labels"):
         dice_per_class(prediction, target, num_classes=2)
+
+
+def test_dice_of_a_perfect_3d_prediction_is_one_for_every_class():
+    labels = torch.zeros(6, 7, 5, dtype=torch.int64)
+    labels[1:3, 2:5, 1:4] = 1
+    labels[4:6, 0:3, 2:5] = 2
+    dice = dice_per_class(labels, labels.clone(), num_classes=3)
+    assert dice == {1: 1.0, 2: 1.0} and mean_dice(dice) == 1.0

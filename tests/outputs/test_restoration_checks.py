@@ -8,8 +8,10 @@ from innerssl.data.biapy_layout import read_image
 from innerssl.outputs.restoration_checks import (
     MAE_PANELS,
     middle_slice,
+    slice_positions,
     write_mae_checks,
     write_restoration_preview,
+    write_slice_picture,
 )
 
 
@@ -79,3 +81,21 @@ def test_restoration_preview_png(tmp_path, shape):
     assert not list(path.parent.glob(".*"))
     with pytest.raises(ValueError):
         write_restoration_preview(tmp_path / "bad.png", inputs[:1], targets, "bad")
+
+
+def test_slice_positions_spread_inside_the_volume():
+    assert slice_positions(35) == [8, 17, 26]
+    assert slice_positions(2) == [0, 1] and slice_positions(1) == [0]
+
+
+def test_slice_picture_shows_three_axial_slices_of_each_panel(tmp_path):
+    volume = torch.zeros(1, 12, 10, 8)
+    volume[:, 3] = 1.0  # slice 3 (the first shown) white, the others black
+    path = write_slice_picture(
+        tmp_path / "slices" / "a.png", "a", {"original": volume, "view 1": volume * 0, "restoration": volume}, 3
+    )
+    picture = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    top, bottom = picture[: picture.shape[0] // 3], picture[2 * picture.shape[0] // 3 :]
+    assert top.mean() - bottom.mean() > 40  # the white slice fills two panels of the first row only
+    with pytest.raises(ValueError, match="one"):
+        write_slice_picture(tmp_path / "b.png", "b", {"original": volume, "other": volume[:, :5]}, 3)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from innerssl.errors import UserError
@@ -184,8 +185,10 @@ def test_pretraining_then_segmentation_from_its_checkpoint(tmp_path: Path) -> No
         "--run_name=run",
     ]
     vit = "--network_options=token_size=16,hidden_size=48,mlp_dim=64,num_layers=1,num_heads=4"
-    assert main(["--model=Hippocampus_ViTAutoEnc", *common, vit]) == 0
+    assert main(["--model=Hippocampus_ViTAutoEnc", *common, vit, "--checks_every_n_epochs=1"]) == 0
     pretrained = tmp_path / "outputs" / "Hippocampus_ViTAutoEnc" / "run" / "checkpoints" / "last.ckpt"
+    slices = sorted((pretrained.parents[1] / "slices" / "epoch_000").glob("*.png"))
+    assert slices and Image.open(slices[0]).size == (660, 660)  # 3 columns (original, view 1, restoration) x 3 slices
     # The config's U-Net options are not UNETR's: a UNETR from the checkpoint is built with none of them.
     segmentation = [
         "--model=Hippocampus_Segmentation",

@@ -26,8 +26,18 @@ class PatchDataParameters(param.Parameterized):
 
     group_order: ClassVar[int] = 20
     group_title: ClassVar[str] = "Data"
+    parameter_aliases: ClassVar[dict[str, str]] = {"samples_per_volume": "patches_per_image"}
+    """MONAI's names (RandSpatialCropSamples' num_samples). Not roi_size: MONAI's is x,y,z, --patch_size z,y,x."""
 
     local_dataset: str | None = param.String(None, allow_None=True, doc=f"Folder of the dataset: {LAYOUTS_DOC}.")
+
+    datalist: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="Decathlon-style JSON datalist (training / validation / test entries with image and optional label, "
+        "paths relative to the JSON file) listing the dataset instead of --local_dataset's folder layout; enough on "
+        "its own, and with --local_dataset that folder must hold the JSON.",
+    )
 
     dataset_cache_dir: str | None = param.String(
         None,
@@ -61,6 +71,14 @@ class PatchDataParameters(param.Parameterized):
         16, bounds=(1, None), doc="Random training patches drawn from each training image per epoch."
     )
 
+    patches_per_epoch: int | None = param.Integer(
+        None,
+        allow_None=True,
+        bounds=(1, None),
+        doc="Training patches per epoch in all, spread over the training images (ceil(N / images) each); replaces "
+        "--patches_per_image, so that a run on fewer images (--num_training_images) trains as many steps.",
+    )
+
     batch_size: int = param.Integer(8, bounds=(1, None), doc="Training patches per batch and process.")
 
     val_fraction: float = param.Number(
@@ -85,6 +103,45 @@ class PatchDataParameters(param.Parameterized):
         "", doc="Low,high percentiles of --normalisation=percentile (default 0.5,99.5)."
     )
 
+    orientation: str = param.String(
+        "",
+        doc="MONAI preprocessing (once per volume, at load): reorient NIfTI volumes to these axis codes, e.g. RAS "
+        "(one of L/R, A/P, S/I each); empty keeps the file's axes. 3D only. Predictions are written back in the "
+        "source file's grid.",
+    )
+
+    spacing: list[float] = param.List(
+        [],
+        item_type=float,
+        doc="Resample NIfTI volumes to this voxel size in mm, z,y,x as --patch_size (MONAI's pixdim x,y,z reversed: "
+        "the tutorial's pixdim 1.5,1.5,2.0 is 2,1.5,1.5), or one value for all; bilinear for images, nearest for "
+        "labels. Empty: no resampling. 3D only.",
+    )
+
+    intensity_window: list[float] = param.List(
+        [],
+        item_type=float,
+        doc="Low,high intensities mapped to 0 and 1, clipped (MONAI's ScaleIntensityRange; the CT tutorial's "
+        "-57,164). Replaces --normalisation, so it refuses a --normalisation or --percentile_clip other than the "
+        "config's. Empty: --normalisation.",
+    )
+
+    crop_foreground: bool = param.Boolean(
+        False,
+        doc="Crop each image (and its target) to the box of voxels above the image's minimum, once at load (MONAI's "
+        "CropForeground, after the window); predictions are padded back to the full size.",
+    )
+
+    crop_margin: int = param.Integer(
+        0, bounds=(0, None), doc="Voxels kept around the --crop_foreground box (within the image)."
+    )
+
+    pad_to_patch: bool = param.Boolean(
+        False,
+        doc="Zero-pad images with an axis shorter than --patch_size up to it, evenly on both sides, once at load "
+        "(MONAI's SpatialPad); predictions are cropped back. Off: patches and tiles reflection-pad such axes.",
+    )
+
     flip: bool = param.Boolean(True, doc="Random flips of training patches along every spatial axis.")
 
     test_overlap: float = param.Number(
@@ -102,9 +159,24 @@ class PatchDataParameters(param.Parameterized):
 
     def validate_group(self, check_this_machine: bool) -> None:
         if check_this_machine and self.local_dataset is not None and not Path(self.local_dataset).is_dir():
+            if Path(self.local_dataset).suffix.lower() == ".json":
+                raise UserError(
+                    f"--local_dataset={self.local_dataset} is a JSON file, not a folder: pass it as "
+                    f"--datalist={self.local_dataset}"
+                )
             raise UserError(f"--local_dataset={self.local_dataset} is not a folder: pass the dataset's folder")
+        if check_this_machine and self.datalist is not None:
+            datalist = self.datalist_path()
+            if datalist is None or not datalist.is_file():
+                raise UserError(f"--datalist={self.datalist} is not a file: pass the JSON datalist's path")
         self.patch()
         self.normaliser()
+        default_per_image = type(self).param["patches_per_image"].default
+        if self.patches_per_epoch is not None and self.patches_per_image != default_per_image:
+            raise UserError(
+                f"--patches_per_epoch={self.patches_per_epoch} sets the patches per image itself: drop "
+                f"--patches_per_image={self.patches_per_image} (or --patches_per_epoch)"
+            )
         if self.spatial_dims == 3 and getattr(self, "channels_last", False):
             raise UserError("--channels_last is a memory format of 2D convolutions: drop it with --spatial_dims=3")
         if self.test_padding * 2 >= min(self.patch()):
@@ -127,8 +199,42 @@ class PatchDataParameters(param.Parameterized):
 
     def dataset_root(self) -> Path:
         if self.local_dataset is None:
-            raise UserError(f"This model needs its dataset folder: pass --local_dataset=<folder> ({LAYOUTS_DOC})")
+            raise UserError(
+                f"This model needs its dataset: pass --local_dataset=<folder> ({LAYOUTS_DOC}) or --datalist=<JSON>"
+            )
         return Path(self.local_dataset)
+
+    def datalist_path(self) -> Path | None:
+        """``--datalist``; a relative path with ``--local_dataset`` may be inside that folder (how an Azure ML job,
+        whose dataset is mounted, finds it) or relative to the working folder, and must not be both."""
+        if self.datalist is None:
+            return None
+        path = Path(self.datalist)
+        if path.is_absolute() or self.local_dataset is None:
+            return path
+        inside = Path(self.local_dataset) / path
+        if inside.is_file() and path.is_file() and inside.resolve() != path.resolve():
+            raise UserError(
+                f"--datalist={path} names two files, {path.resolve()} and {inside.resolve()} (inside --local_dataset): "
+                "pass an absolute path"
+            )
+        return inside if inside.is_file() else path
+
+    def find_dataset_layout(self, bad_file_log: Any = None) -> Any:
+        """The dataset of --local_dataset / --datalist as a BiaPyLayout (innerssl.data.image_layouts.find_layout)."""
+        from innerssl.data.image_layouts import find_layout
+
+        datalist = self.datalist_path()
+        return find_layout(
+            self.dataset_root() if datalist is None else self.local_dataset,
+            self.spatial_dims,
+            self.val_fraction,
+            self.test_fraction,
+            getattr(self, "random_seed", 0),
+            bad_file_log,
+            channels=self.in_channels,
+            datalist=datalist,
+        )
 
     def trained_test_images(self, module: Any, datamodule: Any, checkpoint: Path) -> list:
         """The test split's images (``LoadedImage``s), with ``module`` loaded from the run's best (else last)

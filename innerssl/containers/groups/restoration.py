@@ -31,11 +31,26 @@ class RestorationParameters(param.Parameterized):
     )
 
     checks_every_n_epochs: int = param.Integer(
-        5, bounds=(0, None), doc="Masking: write mae_checks/epoch_NNN/ every N epochs (0: never)."
+        5,
+        bounds=(0, None),
+        doc="Write pictures of validation images every N epochs (0: never): mae_checks/epoch_NNN/ for masking, "
+        "slices/epoch_NNN/<image>.png (axial slices: original | network input | restoration) for other tasks.",
     )
 
     checks_num_images: int = param.Integer(
-        2, bounds=(0, None), doc="Masking: validation images written to mae_checks/ each time."
+        2, bounds=(0, None), doc="Validation images written to mae_checks/ or slices/ each time."
+    )
+
+    monitor_labels: str | None = param.String(
+        None,
+        allow_None=True,
+        doc="CSV of image,label (image: the file name without suffix) for a kNN monitor of a ViT's pooled tokens "
+        "(vit_autoenc, vit_mae): labeled training images are the bank, labeled validation images are scored "
+        "(knn/val_accuracy, knn/val_auroc).",
+    )
+
+    monitor_every_n_epochs: int = param.Integer(
+        1, bounds=(1, None), doc="Run the --monitor_labels kNN monitor every N epochs (and at the last)."
     )
 
     leading_parameters: ClassVar[tuple[str, ...]] = ("pretext_task",)
