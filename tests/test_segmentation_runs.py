@@ -169,3 +169,12 @@ def test_comparison_of_pretrained_and_random_init(tmp_path, crappify_checkpoint)
     for _, row in table.iterrows():
         assert "--num_training_images" not in row.run_folder
         assert Path(row.run_folder, "test_metrics.csv").is_file()
+
+
+def test_unetr_takes_the_vit_size_of_a_preset_checkpoint():
+    from configs.volumes import Hippocampus_UNETR
+    from innerssl.networks.dense import DenseNetworkSpec
+
+    source = DenseNetworkSpec("vit_autoenc", 3, 1, 1, (32, 32, 32), {"preset": "tiny", "num_layers": 1})
+    options = Hippocampus_UNETR().unetr_options(source)
+    assert options == {"hidden_size": 192, "mlp_dim": 768, "num_layers": 1, "num_heads": 3}

@@ -38,8 +38,8 @@ VIT_NETWORKS = ("vit_autoenc", "vit_mae")
 
 
 def output_suffix(images: list[LoadedImage]) -> str:
-    """How restored images are written: TIFF for TIFF / .npy data, NIfTI for NIfTI, PNG otherwise."""
-    suffix = images[0].suffix.lower() if images else ".png"
+    """How restored images are written: TIFF for TIFF / .npy data, NIfTI for NIfTI and DICOM volumes, PNG otherwise."""
+    suffix = images[0].prediction_format()[0].lower() if images else ".png"
     if suffix in (".tif", ".tiff", ".npy"):
         return ".tif"
     if suffix in (".nii", ".nii.gz"):

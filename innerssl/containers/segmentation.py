@@ -23,7 +23,7 @@ from innerssl.data.volume_preprocessing import VolumePreprocessing
 from innerssl.errors import UserError
 from innerssl.eval.dense_module import NETWORK_PREFIX, evaluation_device
 from innerssl.eval.segmentation import PREFIX, SegmentationModule
-from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec, create_dense_network, encoder_keys
+from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec, create_dense_network, encoder_keys, vit_options
 from innerssl.networks.transfer import transfer_weights
 from innerssl.outputs.checkpoints import CHECKPOINT_KEY, load_checkpoint
 
@@ -218,8 +218,9 @@ class SegmentationContainer(
 
     def unetr_options(self, source: DenseNetworkSpec) -> dict[str, Any]:
         """UNETR options that build the pretrained ViT (its token size, width, depth and heads)."""
-        probe = create_dense_network(source)
-        options = {target: probe.spec.options[key] for key, target in VIT_OPTIONS.items() if key in probe.spec.options}
+        create_dense_network(source)  # the checkpoint's own network must build (a clear error otherwise)
+        given = vit_options(source.options)
+        options = {target: given[key] for key, target in VIT_OPTIONS.items() if key in given}
         token = source.options.get("token_size")
         if token is not None:
             options["vit_patch_size"] = token

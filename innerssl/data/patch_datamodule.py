@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from innerssl.data.biapy_layout import (
+    NIFTI_SUFFIXES,
     SPLITS,
     BiaPyLayout,
     ImageInfo,
@@ -94,6 +95,19 @@ class LoadedImage:
     geometry: VolumeGeometry | None = None
     """How --orientation / --spacing / --crop_foreground / --pad_to_patch changed the grid (None: not at all);
     :meth:`VolumeGeometry.restore` takes a prediction back to the source file's grid."""
+    affine: tuple[tuple[float, ...], ...] | None = None
+    """The source's voxel (z, y, x) -> RAS mm map where it has one (NIfTI, DICOM volumes: ImageInfo.affine)."""
+
+    def prediction_format(self) -> tuple[str, Path | None, np.ndarray | None]:
+        """How a prediction of this image is written: (the suffix whose format it takes, the NIfTI whose affine it
+        copies, else the NIfTI voxel affine to write). A DICOM volume's prediction is a NIfTI in its world
+        coordinates (viewers overlay it on the series), not a TIFF without any."""
+        if file_suffix(self.source.name) in NIFTI_SUFFIXES:
+            return self.suffix, self.source, None
+        if self.affine is not None and self.image.ndim == 4:
+            zyx = np.asarray(self.affine, dtype=np.float64)
+            return NIFTI_SUFFIXES[0], None, zyx[:, [2, 1, 0, 3]]  # NIfTI voxels are (i, j, k) = (x, y, z)
+        return self.suffix, None, None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -191,7 +205,17 @@ def load_split(
         suffix = name[len(name) - len(file_suffix(name)) :]
         target_source = sample.target_path if target is not None else None
         loaded.append(
-            LoadedImage(sample.name, image, target, sample.image_path, suffix, info.dtype_max, target_source, geometry)
+            LoadedImage(
+                sample.name,
+                image,
+                target,
+                sample.image_path,
+                suffix,
+                info.dtype_max,
+                target_source,
+                geometry,
+                info.affine,  # predictions are restored to the source's grid (VolumeGeometry.restore)
+            )
         )
     if skipped:
         logger.warning("%s split: %d of %d sample(s) could not be read and are left out", split, skipped, len(samples))

@@ -34,13 +34,15 @@ def run_segmentation_test(
     for loaded in tqdm(test_images, desc="Test images", unit="image"):
         with torch.no_grad():
             labels = module.predict_labels(loaded.image.to(device)).cpu()
+        suffix, reference, affine = loaded.prediction_format()
         write_label_map(
             labels if loaded.geometry is None else loaded.geometry.restore(labels, labels=True),
             output_root / PER_IMAGE_FOLDER,
             loaded.name,
-            loaded.suffix,
+            suffix,
             module.spec.spatial_dims,
-            reference=loaded.source,
+            reference=reference,
+            affine=affine,
         )
         if loaded.target is None:
             continue

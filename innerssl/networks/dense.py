@@ -200,6 +200,27 @@ def _options(spec: DenseNetworkSpec, defaults: dict[str, Any]) -> dict[str, Any]
     return {**defaults, **spec.options}
 
 
+VIT_PRESETS: dict[str, dict[str, int]] = {
+    "base": {"hidden_size": 768, "mlp_dim": 3072, "num_layers": 12, "num_heads": 12},
+    "small": {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 12, "num_heads": 6},
+    "tiny": {"hidden_size": 192, "mlp_dim": 768, "num_layers": 12, "num_heads": 3},
+}
+"""ViT sizes by name (``--network_options=preset=small``) for the ViT networks (vit_autoenc, vit_mae, unetr): base is
+MONAI's tutorial ViT-B, small and tiny the usual ViT-S and ViT-Ti widths for CPUs and small ROIs. Options given beside
+a preset replace its values (``preset=small,num_layers=4``)."""
+
+
+def vit_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``preset`` replaced by its sizes (explicit options win)."""
+    options = dict(options)
+    preset = options.pop("preset", None)
+    if preset is None:
+        return options
+    if preset not in VIT_PRESETS:
+        raise UserError(f"ViT option preset={preset} is not one of {', '.join(VIT_PRESETS)}: choose one of them")
+    return {**VIT_PRESETS[str(preset)], **options}
+
+
 def _unet_prefixes(levels: int) -> tuple[str, ...]:
     """Down blocks of MONAI's nested UNet, then its bottom block (see the module docstring)."""
     downs = tuple("model." + "1.submodule." * depth + "0." for depth in range(levels - 1))
@@ -371,7 +392,7 @@ def __getattr__(name: str) -> Any:
 @DENSE_NETWORKS.register("unetr")
 def build_unetr(spec: DenseNetworkSpec) -> nn.Module:
     """MONAI's UNETR over the training patch; small ViTs by the options (``hidden_size=96, num_layers=2`` ...)."""
-    options = _options(spec, UNETR_DEFAULTS)
+    options = {**UNETR_DEFAULTS, **vit_options(spec.options)}
     token_size = int(options.pop("vit_patch_size"))
     if token_size != UNETR_TOKEN_SIZE:
         raise UserError(

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from innerssl.errors import UserError
-from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec
+from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec, vit_options
 
 if TYPE_CHECKING:
     from monai.networks.nets import MaskedAutoEncoderViT as MaskedViT  # noqa: F401  (the type, for checkers)
@@ -243,7 +243,7 @@ VIT_MAE_DEFAULTS: dict[str, Any] = {
 @DENSE_NETWORKS.register("vit_mae")
 def build_vit_mae(spec: DenseNetworkSpec) -> nn.Module:
     """:class:`MaskedViT` over the training patch, tokens of ``token_size``; encoder keys as MONAI's ``ViT``."""
-    options = {**VIT_MAE_DEFAULTS, **spec.options}
+    options = {**VIT_MAE_DEFAULTS, **vit_options(spec.options)}
     token_size = _per_axis(options.pop("token_size"), spec.spatial_dims)
     token_grid(spec.patch_size, token_size)
     try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from innerssl.errors import UserError
-from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec, _build, check_divisible
+from innerssl.networks.dense import DENSE_NETWORKS, DenseNetworkSpec, _build, check_divisible, vit_options
 
 if TYPE_CHECKING:
     from monai.networks.nets import ViTAutoEnc as ViTAutoEncoder  # noqa: F401  (the type, for checkers)
@@ -75,7 +75,7 @@ def __getattr__(name: str) -> Any:
 @DENSE_NETWORKS.register("vit_autoenc")
 def build_vit_autoenc(spec: DenseNetworkSpec) -> nn.Module:
     """MONAI's ViTAutoEnc over the training patch (the tutorial's ViT-B unless the options make it smaller)."""
-    options = {**VIT_AUTOENC_DEFAULTS, **spec.options}
+    options = {**VIT_AUTOENC_DEFAULTS, **vit_options(spec.options)}
     token_size = autoenc_token_size(options.pop("token_size"), spec.spatial_dims)
     check_divisible(spec, token_size, f"the ViT token size token_size={token_size}")
     network = _build(

@@ -77,10 +77,12 @@ def write_image(
     reference: Path | None = None,
     display_range: tuple[float, float] | None = None,
     png_bits: int = 8,
+    affine: np.ndarray | None = None,
 ) -> Path:
     """Write one float image ``(C, *spatial)`` as ``folder/<name><suffix>`` (format rules: module docstring).
 
-    ``reference``: the source NIfTI whose affine the output takes; ``display_range``: the values that map to
+    ``reference``: the source NIfTI whose affine the output takes (else ``affine``, voxel (i, j, k) -> world, else
+    the identity); ``display_range``: the values that map to
     black and white in a PNG (TIFF and NIfTI keep the float values). Returns the written path.
     """
     image = _as_numpy(array).astype(np.float32)
@@ -88,7 +90,7 @@ def write_image(
     suffix = output_suffix(source_suffix, spatial_dims, image.shape[0])
     target = Path(folder) / f"{name}{suffix}"
     if suffix == NIFTI_SUFFIX:
-        return _write_nifti(_nifti_voxels(image, spatial_dims), target, reference)
+        return _write_nifti(_nifti_voxels(image, spatial_dims), target, reference, affine)
     if suffix == TIFF_SUFFIX:
         return _atomic(target, lambda path: _write_float_tiff(image, path, spatial_dims))
     if png_bits not in PNG_BITS:
@@ -112,6 +114,7 @@ def write_label_map(
     source_suffix: str,
     spatial_dims: int,
     reference: Path | None = None,
+    affine: np.ndarray | None = None,
 ) -> Path:
     """Write an integer label map ``(*spatial)`` as ``folder/<name><suffix>``, same suffix rules as :func:`write_image`.
 
@@ -130,7 +133,7 @@ def write_label_map(
     suffix = output_suffix(source_suffix, spatial_dims)
     target = Path(folder) / f"{name}{suffix}"
     if suffix == NIFTI_SUFFIX:
-        return _write_nifti(_nifti_voxels(values[None], spatial_dims), target, reference)
+        return _write_nifti(_nifti_voxels(values[None], spatial_dims), target, reference, affine)
     if suffix == PNG_SUFFIX and dtype != np.uint32:
         return _atomic(target, lambda path: Image.fromarray(values).save(path, format="PNG"))
     target = target.with_name(f"{name}{TIFF_SUFFIX}")
@@ -243,10 +246,12 @@ def _nifti_voxels(image: np.ndarray, spatial_dims: int) -> np.ndarray:
     return np.ascontiguousarray(voxels[..., 0] if voxels.shape[-1] == 1 else voxels)
 
 
-def _write_nifti(voxels: np.ndarray, target: Path, reference: Path | None) -> Path:
+def _write_nifti(voxels: np.ndarray, target: Path, reference: Path | None, affine: np.ndarray | None = None) -> Path:
     import nibabel
 
-    affine = np.eye(4) if reference is None else nibabel.load(reference).affine  # type: ignore[attr-defined]
+    if reference is not None:
+        affine = nibabel.load(reference).affine  # type: ignore[attr-defined]
+    affine = np.eye(4) if affine is None else affine
     image = nibabel.Nifti1Image(voxels, affine)
     image.set_data_dtype(voxels.dtype)
     return _atomic(target, lambda path: nibabel.save(image, path))

@@ -57,13 +57,15 @@ def run_restoration_test(
             result = module.restore_image(batch)
         rows.append({"name": loaded.name, **module.metrics_of(result)})
         restored = result.restored.cpu()
+        suffix, reference, affine = loaded.prediction_format()
         write_image(
             restored if loaded.geometry is None else loaded.geometry.restore(restored, labels=False),
             output_root / PER_IMAGE_FOLDER,
             loaded.name,
-            loaded.suffix,
+            suffix,
             spatial_dims,
-            reference=loaded.source,
+            reference=reference,
+            affine=affine,
         )
         if module.task.token_networks:
             module.write_checks(result, batch, output_root / MAE_CHECKS_FOLDER / "test", epoch=None)

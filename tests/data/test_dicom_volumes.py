@@ -270,3 +270,38 @@ def test_nifti_volumes_carry_their_affine_in_output_axis_order(tmp_path: Path) -
     info = probe_image(path, 3)
     assert info.spatial_shape == (7, 6, 5)
     np.testing.assert_allclose(np.array(info.affine), affine[:, [2, 1, 0, 3]])
+
+
+def test_predictions_of_a_series_are_nifti_in_its_world_coordinates(tmp_path: Path) -> None:
+    import nibabel
+
+    from innerssl.data.biapy_layout import probe_image
+    from innerssl.runner import main
+
+    root = tmp_path / "series"
+    for name in ("a", "b", "c", "d"):
+        write_series(root / f"patient_{name}", count=8)
+    flags = [
+        "--model=Hippocampus_Crappify",
+        f"--local_dataset={root}",
+        f"--output_dir={tmp_path / 'outputs'}",
+        "--run_name=run",
+        "--max_num_gpus=0",
+        "--num_workers=0",
+        "--num_epochs=1",
+        "--patches_per_image=1",
+        "--batch_size=2",
+        "--patch_size=8",
+        "--network_options=channels=8x16,strides=2",
+        "--val_fraction=0.3",
+        "--test_fraction=0.25",
+        "--test_padding=0",
+    ]
+    assert main(flags) == 0
+    (written,) = sorted((tmp_path / "outputs" / "Hippocampus_Crappify" / "run" / "per_image").iterdir())
+    assert written.name.endswith(".nii.gz")
+    source = probe_image(root / written.name.removesuffix(".nii.gz"), 3)
+    assert source.affine is not None
+    image = nibabel.load(written)
+    assert image.shape == (SIZE, SIZE, 8)  # NIfTI (x, y, z)
+    np.testing.assert_allclose(image.affine, np.asarray(source.affine)[:, [2, 1, 0, 3]])

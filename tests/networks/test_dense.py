@@ -148,3 +148,19 @@ def test_the_encoder_registry_does_not_import_monai() -> None:
         "assert 'monai' not in sys.modules, 'monai imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ["vit_autoenc", "vit_mae", "unetr"])
+def test_vit_presets_set_the_sizes_and_explicit_options_win(name: str) -> None:
+    from innerssl.networks.dense import VIT_PRESETS, vit_options
+
+    assert vit_options({"preset": "small", "num_layers": 2}) == {**VIT_PRESETS["small"], "num_layers": 2}
+    options = {"preset": "tiny", "num_layers": 1}
+    if name == "vit_mae":
+        options.update(decoder_hidden_size=48, decoder_mlp_dim=64, decoder_num_layers=1, decoder_num_heads=4)
+    network = create_dense_network(spec_of(name, 2, 1, 1, options=options))
+    blocks = network.vit.blocks if name == "unetr" else network.blocks
+    assert len(blocks) == 1 and blocks[0].mlp.linear1.out_features == 768  # tiny: width 192, MLP 768
+    assert blocks[0].attn.num_heads == 3
+    with pytest.raises(UserError, match="preset=huge is not one of base, small, tiny"):
+        create_dense_network(spec_of(name, 2, 1, 1, options={"preset": "huge"}))
