@@ -183,3 +183,33 @@ def test_volume_throughput_prints_each_pipelines_rate_and_the_ratio():
         assert abs(float(found[2]) - 2 * float(found[1])) <= 0.01 * float(found[2]) + 0.2  # 2 samples a volume
     ratio = re.search(r"^ratio innerssl / tutorial: ([\d.]+)x$", result.stdout, re.M)
     assert ratio is not None and float(ratio[1]) > 0, result.stdout
+
+
+def test_hippocampus_unetr_prints_the_comparison_of_random_and_pretrained_unetr(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        import pytest
+
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (it lies beside the checkout in CI)")
+    tiny_vit = "--network_options=token_size=16,hidden_size=48,mlp_dim=64,num_layers=1,num_heads=4"
+    result = run_script(
+        "hippocampus_unetr.py",
+        [
+            f"--dataset={SHARED_DATA / 'hippocampus-sample'}",
+            f"--output_dir={tmp_path / 'hippocampus'}",
+            "--sizes=2",
+            "--repeats=1",
+            "--ssl_epochs=1",
+            f"--ssl_flags=--patches_per_image=1 --num_workers=0 {tiny_vit}",
+            "--patches_per_epoch=4",
+            "--num_epochs=1",
+            "--num_workers=0",
+        ],
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Training budget: 4 patches per epoch whatever the number of images" in output
+    row = re.search(r"^\| 2 \| ([\d.]+) ± [\d.]+ \| ([\d.]+) ± [\d.]+ \| [+-][\d.]+ \|$", output, re.M)
+    assert row, output[-3000:]
+    assert re.search(r"^Finetuning: 2 runs in [\d.]+ min", output, re.M)
