@@ -91,3 +91,22 @@ def test_monai_names_of_parameters_are_aliases() -> None:
     # MONAI's roi_size is x,y,z and --patch_size z,y,x: no alias that would silently transpose it.
     with pytest.raises(UserError, match="Unknown parameter --roi_size"):
         Hippocampus_UNETR().apply_flags({"roi_size": "96,96,32"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--ssl_training_type=MAE"], "MAE needs a timm ViT encoder"),
+        (
+            ["--ssl_training_type=DINO", "--ssl_encoder=timm:vit_tiny_patch16_224", "--encoder_options=img_size=64"],
+            "DINO's local crops are smaller than its global views",
+        ),
+    ],
+)
+def test_a_method_refuses_its_encoder_before_any_data_is_read(flags, expected, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    arguments = ["--model=DemoBYOL", *flags, f"--dataset_cache_dir={cache}", f"--output_dir={tmp_path / 'out'}"]
+    assert main(arguments) == 2
+    assert expected in capsys.readouterr().err
+    # Neither the demo images nor a decode cache were made: the refusal cost nothing.
+    assert not cache.exists() or not any(cache.iterdir())

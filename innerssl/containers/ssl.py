@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import param
 import pytorch_lightning as pl
+import torch
 
 from innerssl.cloud.parameters import AzureMLParameters
 from innerssl.containers.base import Container
@@ -20,6 +21,7 @@ from innerssl.data.datasets.base import DatasetSplits, UsedDataset
 from innerssl.data.pipeline import ImageStream
 from innerssl.distributed import effective_learning_rate
 from innerssl.eval.online_linear import METRIC_PREFIX
+from innerssl.networks import create_encoder
 from innerssl.registry import DATASETS
 from innerssl.ssl import ssl_method
 
@@ -48,6 +50,13 @@ class SSLContainer(
 
     def validate_group(self, check_this_machine: bool) -> None:
         DATASETS.get(self.ssl_training_dataset_name)
+        # The method refuses an encoder it cannot train now, not after the datasets are decoded. Built on the meta
+        # device: shapes and types only, no memory and no initialisation.
+        with torch.device("meta"):
+            encoder = create_encoder(self.encoder_spec())
+        method_arguments = {"encoder_name": self.ssl_encoder, **self.method_hyperparameters()}
+        method = ssl_method(self.ssl_training_type)
+        method.check_encoder(encoder, method.hyperparameters_with_defaults(method_arguments))
 
     def labeled_dataset_root(self) -> tuple[Path | None, str]:
         """Folder of the linear-head dataset and the flag that sets it: without --extra_local_dataset_paths, a

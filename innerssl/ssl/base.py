@@ -25,6 +25,7 @@ from torch import nn
 
 from innerssl.augment.views import TWO_VIEWS, ViewGroup, total_views
 from innerssl.batches import SSL_BATCH_KEY, SSL_VAL_DATALOADER_INDEX
+from innerssl.errors import UserError
 from innerssl.networks import create_encoder
 from innerssl.networks.encoder import describe
 from innerssl.networks.weights import NO_WEIGHTS, load_starting_weights
@@ -78,6 +79,7 @@ class SSLModule(WarmupCosineModule):
         # Records the arguments of this and every subclass __init__ in the checkpoint.
         self.save_hyperparameters()
         self.encoder = create_encoder(encoder_name, in_channels, **(encoder_options or {}))
+        type(self).check_encoder(self.encoder, self.hyperparameters_with_defaults(self.hparams))
         self.feature_dim: int = self.encoder.feature_dim
         self.declared_views: tuple[ViewGroup, ...] = type(self).view_groups(self.hparams)
         """The views ``ssl_loss`` takes, from this module's own hyperparameters."""
@@ -88,6 +90,21 @@ class SSLModule(WarmupCosineModule):
         ones take their defaults); ``ssl_loss`` receives the groups' views in this order. Default: two views of
         the augmentation config's size and crop scale, as BYOL, SimCLR, VICReg, Barlow Twins and MoCo v3 use."""
         return TWO_VIEWS
+
+    @classmethod
+    def check_encoder(cls, encoder: nn.Module, hyperparameters: Mapping[str, Any]) -> None:
+        """Refuse, with a UserError naming the flag to set, an encoder this method cannot train. The container calls
+        it on an encoder built on the meta device before any data is read, and ``__init__`` calls it again, so a
+        wrong combination costs no decoding. Default: the encoder's ``feature_layout`` is in ``encoder_layouts``;
+        methods with further needs extend it."""
+        layout = getattr(encoder, "feature_layout", "map")
+        if layout not in cls.encoder_layouts:
+            names = {"map": "CNN feature maps", "tokens": "ViT tokens"}
+            takes = " or ".join(names.get(known, known) for known in cls.encoder_layouts)
+            raise UserError(
+                f"{cls.method_name} trains encoders with {takes}, and --ssl_encoder="
+                f"{hyperparameters.get('encoder_name')} gives {names.get(layout, layout)}: choose another --ssl_encoder"
+            )
 
     @classmethod
     def hyperparameters_with_defaults(cls, hyperparameters: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -84,6 +84,12 @@ class DINO(MomentumSSLModule):
         "local_crop_size": (0, None),
     }
 
+    @classmethod
+    def check_encoder(cls, encoder: nn.Module, hyperparameters: Mapping[str, Any]) -> None:
+        super().check_encoder(encoder, hyperparameters)
+        if views_of_role(cls.view_groups(hyperparameters), "local"):
+            check_encoder_takes_other_sizes(encoder, hyperparameters["encoder_name"])
+
     def __init__(
         self,
         projection_hidden_dim: int = 2048,
@@ -108,8 +114,6 @@ class DINO(MomentumSSLModule):
         super().__init__(**base_arguments)
         self.global_positions = views_of_role(self.declared_views, "global")
         self.local_positions = views_of_role(self.declared_views, "local")
-        if self.local_positions:
-            check_encoder_takes_other_sizes(self.encoder, self.hparams.encoder_name)
         self.student_head = self._head(projection_hidden_dim, projection_dim, output_dim)
         self.teacher_encoder = momentum_copy(self.encoder)
         # The head's weight norm cannot be deep-copied: the teacher's head is built anew and loads the student's.

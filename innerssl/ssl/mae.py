@@ -120,6 +120,24 @@ class MAE(SSLModule):
         "checks_num_images": (1, None),
     }
 
+    @classmethod
+    def check_encoder(cls, encoder: nn.Module, hyperparameters: Mapping[str, Any]) -> None:
+        vit = vision_transformer_of(encoder, hyperparameters["encoder_name"])  # names the fix, unlike the layout check
+        super().check_encoder(encoder, hyperparameters)
+        decoder_dim, decoder_num_heads = hyperparameters["decoder_dim"], hyperparameters["decoder_num_heads"]
+        if decoder_dim % decoder_num_heads:
+            raise UserError(
+                f"--mae_decoder_dim={decoder_dim} must be divisible by --mae_decoder_num_heads={decoder_num_heads}"
+            )
+        square(vit.patch_embed.patch_size, "patch_size")
+        num_patches = square(vit.patch_embed.grid_size, "img_size") ** 2
+        mask_ratio = hyperparameters["mask_ratio"]
+        if not 1 <= int(num_patches * (1 - mask_ratio)) < num_patches:
+            raise UserError(
+                f"--mae_mask_ratio={mask_ratio:g} leaves {int(num_patches * (1 - mask_ratio))} of {num_patches} "
+                "patches visible: choose a ratio that masks some patches and keeps at least one"
+            )
+
     def __init__(
         self,
         mask_ratio: float = 0.75,
@@ -132,22 +150,13 @@ class MAE(SSLModule):
         **base_arguments: Any,
     ) -> None:
         super().__init__(**base_arguments)
-        vit = vision_transformer_of(self.encoder, self.hparams.encoder_name)
-        if decoder_dim % decoder_num_heads:
-            raise UserError(
-                f"--mae_decoder_dim={decoder_dim} must be divisible by --mae_decoder_num_heads={decoder_num_heads}"
-            )
+        vit = vision_transformer_of(self.encoder, self.hparams.encoder_name)  # check_encoder has accepted it
         self.patch_size = square(vit.patch_embed.patch_size, "patch_size")
         grid = square(vit.patch_embed.grid_size, "img_size")
         self.image_side = grid * self.patch_size
         self.num_patches = grid * grid
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         self.num_keep = int(self.num_patches * (1 - mask_ratio))
-        if not 1 <= self.num_keep < self.num_patches:
-            raise UserError(
-                f"--mae_mask_ratio={mask_ratio:g} leaves {self.num_keep} of {self.num_patches} patches visible: "
-                "choose a ratio that masks some patches and keeps at least one"
-            )
         # Not a child module: the ViT stays under self.encoder alone (one set of state_dict keys, the classifier's).
         # The wrapper's own mask token is never used (MAE drops the masked patches instead of replacing them).
         self.__dict__["masked_vit"] = MaskedVisionTransformerTIMM(vit=vit)
