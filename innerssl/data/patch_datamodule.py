@@ -187,6 +187,7 @@ def load_split(
                     f"{sample.target_path} has the spatial shape {raw_target.shape[1:]} but its image "
                     f"{sample.image_path} has {pixels.shape[1:]}: a target must cover its image pixel for pixel"
                 )
+            check_same_grid(sample.image_path, info.affine, sample.target_path, target_info.affine)
         geometry = None
         if preprocessing is not None and preprocessing.active:
             target_pair = None if raw_target is None or target_info is None else (raw_target, target_info)
@@ -220,6 +221,31 @@ def load_split(
     if skipped:
         logger.warning("%s split: %d of %d sample(s) could not be read and are left out", split, skipped, len(samples))
     return loaded
+
+
+AFFINE_TOLERANCE_MM = 1e-3
+"""How far the affines of an image and its target may differ (in mm, per matrix entry): rounding in the files'
+float32 headers, not another placement."""
+
+
+def check_same_grid(
+    image_path: Path,
+    image_affine: tuple[tuple[float, ...], ...] | None,
+    target_path: Path,
+    target_affine: tuple[tuple[float, ...], ...] | None,
+) -> None:
+    """Refuse a target whose voxels sit elsewhere in space than its image's (another orientation, spacing or
+    origin, e.g. a label exported from another series): with equal shapes it would silently pair wrong voxels.
+    Files without an affine (TIFF, PNG) are paired by shape alone."""
+    if image_affine is None or target_affine is None:
+        return
+    difference = np.abs(np.asarray(image_affine, dtype=np.float64) - np.asarray(target_affine, dtype=np.float64))
+    if difference.max() > AFFINE_TOLERANCE_MM:
+        raise UserError(
+            f"{target_path} and its image {image_path} have the same shape but different affines (largest "
+            f"difference {difference.max():.3g} mm): resample the label onto the image's grid (e.g. MONAI's "
+            "ResampleToMatch) or pair it with the image it was drawn on"
+        )
 
 
 def _preprocessed(

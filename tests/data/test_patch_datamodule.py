@@ -132,6 +132,27 @@ def test_target_of_another_shape_names_both_files(tmp_path: Path) -> None:
         load_split(layout, "train", Normalisation(), "labels")
 
 
+def test_a_label_placed_elsewhere_in_space_is_refused_and_a_rounding_difference_is_not(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    image_affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    image = np.arange(6 * 7 * 5, dtype=np.int16).reshape(6, 7, 5)
+    label = (image % 3).astype(np.uint8)
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(image, image_affine), tmp_path / "imagesTr" / "case_001.nii.gz")
+    rounded = image_affine + 1e-5  # float32 headers round like this
+    nib.save(nib.Nifti1Image(label, rounded), tmp_path / "labelsTr" / "case_001.nii.gz")
+    layout = find_layout(tmp_path, 3, val_fraction=0, test_fraction=0, seed=0)
+    (item,) = load_split(layout, "train", Normalisation(), "labels")
+    assert item.target is not None and item.target.shape == item.image.shape[1:]
+    shifted = image_affine.copy()
+    shifted[:3, 3] = (0.0, 0.0, 10.0)  # same shape, 10 mm further along z: every voxel pairs with the wrong one
+    nib.save(nib.Nifti1Image(label, shifted), tmp_path / "labelsTr" / "case_001.nii.gz")
+    with pytest.raises(UserError, match=r"labelsTr/case_001\.nii\.gz and its image .*different affines .*10 mm"):
+        load_split(layout, "train", Normalisation(), "labels")
+
+
 # --- random patches --------------------------------------------------------------------------------------------
 
 
