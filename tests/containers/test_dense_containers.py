@@ -26,6 +26,21 @@ def test_a_flag_of_the_other_task_says_which_task_has_it():
         TIF2D_Crappify().apply_flags({"mae_mask_ratio": "0.75"})
 
 
+def test_a_misspelt_task_parameter_in_a_thin_config_is_refused_not_ignored():
+    class NoisyCrappify(TIF2D_Crappify):
+        crappify_nosie = 0.3  # a typo of crappify_noise: silently training with the default would be wrong
+
+    with pytest.raises(
+        UserError, match=r"NoisyCrappify sets crappify_nosie, .*pretext task\. Did you mean crappify_noise\?"
+    ):
+        NoisyCrappify()
+
+    class Quieter(TIF2D_Crappify):
+        crappify_noise = 0.05
+
+    assert Quieter().task_arguments()["noise"] == 0.05
+
+
 @pytest.mark.parametrize(
     ("container", "flags", "message"),
     [

@@ -3,16 +3,23 @@ batch size."""
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any, ClassVar
 
 import param
 
-from innerssl.errors import UserError
+from innerssl.containers.groups.plugin_choice import PluginChoice
 from innerssl.optim import OPTIMIZER_NAMES
-from innerssl.ssl import METHODS, SSLModule, ssl_method
+from innerssl.ssl import METHODS, ssl_method
 from innerssl.ssl.parameters import method_parameters
+
+METHOD_CHOICE = PluginChoice(
+    kind="SSL method",
+    choice_flag="ssl_training_type",
+    names=METHODS.names,
+    lookup=ssl_method,
+    parameters_of=method_parameters,
+    name_of=lambda method: method.method_name,
+)
 
 
 class MethodParameters(param.Parameterized):
@@ -61,22 +68,12 @@ class MethodParameters(param.Parameterized):
         ``__init__`` (innerssl.ssl.parameters) when the method is chosen, with the module's defaults unless a thin
         config sets a value as a class attribute of the flag's name (``byol_base_momentum = 0.9``).
         """
-        base: type[MethodParameters] = vars(cls).get("_unspecialised", cls)
-        method = ssl_method(method_name)
-        key = (base, method)
-        if key not in _SPECIALISED:
-            _SPECIALISED[key] = _with_method_parameters(base, method)
-        return _SPECIALISED[key]
+        return METHOD_CHOICE.specialised(MethodParameters, cls, method_name)
 
     @classmethod
     def unknown_parameter_hint(cls, name: str) -> str:
         """A flag of other methods than the chosen one says which methods have it."""
-        owners = [method for method in METHODS.names() if name in method_parameters(METHODS.get(method))]
-        if not owners:
-            return ""
-        chosen = vars(cls).get("_method_name", "the chosen method")
-        choice = f"add --ssl_training_type={owners[0]}" if len(owners) == 1 else "choose one of them"
-        return f" It is a parameter of {', '.join(owners)}, not of {chosen}: {choice}."
+        return METHOD_CHOICE.unknown_parameter_hint(cls, name)
 
     @param.depends("ssl_training_type", watch=True)
     def _follow_method(self) -> None:
@@ -87,54 +84,4 @@ class MethodParameters(param.Parameterized):
 
     def method_hyperparameters(self) -> dict:
         """The chosen method's own arguments, from its flags (from which it also declares its views)."""
-        return {
-            parameter.argument: getattr(self, flag)
-            for flag, parameter in method_parameters(ssl_method(self.ssl_training_type)).items()
-        }
-
-
-_SPECIALISED: dict[tuple[type[MethodParameters], type[SSLModule]], type[MethodParameters]] = {}
-
-
-def _with_method_parameters(base: type[MethodParameters], method: type[SSLModule]) -> type[MethodParameters]:
-    check_method_attributes(base, method)
-    attributes: dict[str, Any] = {
-        "_unspecialised": base,
-        "_method_name": method.method_name,
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-        "group_title": f"{method.method_name} parameters",
-        "group_order": vars(MethodParameters)["group_order"] + 1,
-    }
-    for flag, parameter in method_parameters(method).items():
-        configured = getattr(base, flag, inspect.Parameter.empty)
-        try:
-            attributes[flag] = parameter.to_param(configured, method.method_name)
-        except ValueError as error:
-            message = str(error).split("\n")[0]
-            raise UserError(
-                f"{base.__name__}.{flag} = {configured!r} is not valid for {method.method_name}: {message}"
-            ) from None
-    return type(base.__name__, (base,), attributes)
-
-
-def check_method_attributes(base: type[MethodParameters], method: type[SSLModule]) -> None:
-    """Refuse a thin config's class attribute that looks like a method flag but is none (a typo would be ignored)."""
-    known: dict[str, set[str]] = {}
-    for name in METHODS.names():
-        other = METHODS.get(name)
-        known.setdefault(other.flag_prefix, set()).update(method_parameters(other))
-    declared = set(base.param.objects("existing"))
-    for klass in base.__mro__:
-        for attribute in vars(klass):
-            if attribute in declared or attribute.startswith("_"):
-                continue
-            for prefix, flags in known.items():
-                if prefix and attribute.startswith(f"{prefix}_") and attribute not in flags:
-                    close = difflib.get_close_matches(attribute, sorted(flags), n=1)
-                    hint = f" Did you mean {close[0]}?" if close else ""
-                    raise UserError(
-                        f"{klass.__name__} sets {attribute}, which is no parameter of any SSL method.{hint} "
-                        f"{method.method_name}'s parameters: {', '.join(method_parameters(method))}"
-                    )
+        return METHOD_CHOICE.arguments(self)

@@ -3,18 +3,27 @@ it is chosen, as SSL methods' are), which dense network, and the mae_checks outp
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import param
 
-from innerssl.errors import UserError
+from innerssl.containers.groups.plugin_choice import PluginChoice
 from innerssl.restoration import PRETEXT_TASKS, PretextTask, pretext_task
 from innerssl.ssl.parameters import method_parameters
 
 
 def task_parameters(task: type[PretextTask]) -> dict:
     return method_parameters(task, PretextTask)
+
+
+TASK_CHOICE = PluginChoice(
+    kind="pretext task",
+    choice_flag="pretext_task",
+    names=PRETEXT_TASKS.names,
+    lookup=pretext_task,
+    parameters_of=task_parameters,
+    name_of=lambda task: task.task_name,
+)
 
 
 class RestorationParameters(param.Parameterized):
@@ -62,20 +71,11 @@ class RestorationParameters(param.Parameterized):
     @classmethod
     def for_task(cls, task_name: str) -> type[RestorationParameters]:
         """This container class with the parameters of pretext task ``task_name`` added (cached)."""
-        base: type[RestorationParameters] = vars(cls).get("_unspecialised", cls)
-        task = pretext_task(task_name)
-        key = (base, task)
-        if key not in _SPECIALISED:
-            _SPECIALISED[key] = _with_task_parameters(base, task)
-        return _SPECIALISED[key]
+        return TASK_CHOICE.specialised(RestorationParameters, cls, task_name)
 
     @classmethod
     def unknown_parameter_hint(cls, name: str) -> str:
-        owners = [task for task in PRETEXT_TASKS.names() if name in task_parameters(PRETEXT_TASKS.get(task))]
-        if not owners:
-            return ""
-        chosen = vars(cls).get("_task_name", "the chosen task")
-        return f" It is a parameter of {', '.join(owners)}, not of {chosen}: add --pretext_task={owners[0]}."
+        return TASK_CHOICE.unknown_parameter_hint(cls, name)
 
     @param.depends("pretext_task", watch=True)
     def _follow_task(self) -> None:
@@ -85,32 +85,4 @@ class RestorationParameters(param.Parameterized):
 
     def task_arguments(self) -> dict[str, Any]:
         """The chosen task's own arguments, from its flags."""
-        return {
-            parameter.argument: getattr(self, flag)
-            for flag, parameter in task_parameters(pretext_task(self.pretext_task)).items()
-        }
-
-
-_SPECIALISED: dict[tuple[type, type], type] = {}
-
-
-def _with_task_parameters(base: type[RestorationParameters], task: type[PretextTask]) -> type[RestorationParameters]:
-    attributes: dict[str, Any] = {
-        "_unspecialised": base,
-        "_task_name": task.task_name,
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-        "group_title": f"{task.task_name} parameters",
-        "group_order": vars(RestorationParameters)["group_order"] + 1,
-    }
-    for flag, parameter in task_parameters(task).items():
-        configured = getattr(base, flag, inspect.Parameter.empty)
-        try:
-            attributes[flag] = parameter.to_param(configured, task.task_name)
-        except ValueError as error:
-            message = str(error).split("\n")[0]
-            raise UserError(
-                f"{base.__name__}.{flag} = {configured!r} is not valid for {task.task_name}: {message}"
-            ) from None
-    return type(base.__name__, (base,), attributes)
+        return TASK_CHOICE.arguments(self)
