@@ -129,13 +129,14 @@ class MAE(SSLModule):
             raise UserError(
                 f"--mae_decoder_dim={decoder_dim} must be divisible by --mae_decoder_num_heads={decoder_num_heads}"
             )
-        square(vit.patch_embed.patch_size, "patch_size")
-        num_patches = square(vit.patch_embed.grid_size, "img_size") ** 2
+        _patch_size, grid = patch_grid(vit)
+        num_patches = grid * grid
         mask_ratio = hyperparameters["mask_ratio"]
-        if not 1 <= int(num_patches * (1 - mask_ratio)) < num_patches:
+        num_keep = int(num_patches * (1 - mask_ratio))
+        if not 1 <= num_keep < num_patches:
             raise UserError(
-                f"--mae_mask_ratio={mask_ratio:g} leaves {int(num_patches * (1 - mask_ratio))} of {num_patches} "
-                "patches visible: choose a ratio that masks some patches and keeps at least one"
+                f"--mae_mask_ratio={mask_ratio:g} leaves {num_keep} of {num_patches} patches visible: choose a ratio "
+                "that masks some patches and keeps at least one"
             )
 
     def __init__(
@@ -151,8 +152,7 @@ class MAE(SSLModule):
     ) -> None:
         super().__init__(**base_arguments)
         vit = vision_transformer_of(self.encoder, self.hparams.encoder_name)  # check_encoder has accepted it
-        self.patch_size = square(vit.patch_embed.patch_size, "patch_size")
-        grid = square(vit.patch_embed.grid_size, "img_size")
+        self.patch_size, grid = patch_grid(vit)
         self.image_side = grid * self.patch_size
         self.num_patches = grid * grid
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
@@ -274,6 +274,11 @@ def vision_transformer_of(encoder: nn.Module, encoder_name: str) -> VisionTransf
             "(e.g. timm:vit_tiny_patch16_224 with --encoder_options=img_size=64,patch_size=8 for 64 px images)"
         )
     return model
+
+
+def patch_grid(vit: VisionTransformer) -> tuple[int, int]:
+    """(patch side, patches per side) of a ViT with square patches and a square patch grid, else a UserError."""
+    return square(vit.patch_embed.patch_size, "patch_size"), square(vit.patch_embed.grid_size, "img_size")
 
 
 def square(size: int | tuple[int, ...], option: str) -> int:
