@@ -115,7 +115,7 @@ def load_from_text(text: str) -> AugmentationConfig:
 
 def test_demo_files_values() -> None:
     ssl = load_augmentation_config(AUGMENTATIONS / "demo_ssl_augmentations.yaml")
-    # The demo label is a small opacity: views must keep most of the image and its intensities.
+    # The demo label is a small patch of fine texture: views must keep most of the image, and the noise is mild.
     assert ssl.augmentation.random_crop.scale[0] >= 0.85
     assert ssl.augmentation.random_affine == AffineConfig(5, 0.05, 0.05, 0)
     assert "gamma" not in ssl.augmentation.enabled

@@ -2,9 +2,12 @@
 
 Each image is a grayscale frontal "chest" (body outline, two dark lung fields, a bright mediastinum,
 faint ribs, quantum-like noise) with random anatomy, pose and exposure. Half of the images carry a
-lesion-like opacity (a soft bright blob of random size and contrast) inside one lung: that is the
-binary label. Generation is deterministic in the seed and written once into a cache folder as a uint8
-array, so the demo configs run out of the box on a laptop CPU.
+reticular opacity inside one lung: a patch of fine criss-cross texture (three plane waves of random
+orientation, a few pixels in period, under a soft round envelope of random size and amplitude). That is
+the binary label. The texture has no net brightness, so the label is not a bright spot that a linear model
+of the pixels (or a randomly initialised network, which is close to one) picks up: an encoder has to learn
+features that respond to fine texture. Generation is deterministic in the seed and written once into a
+cache folder as a uint8 array, so the demo configs run out of the box on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from innerssl.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 LABEL_INFO = LabelInfo("binary", ("No opacity", "Opacity"))
 
 
@@ -38,8 +41,11 @@ class DemoSpec:
     image_size: int = 64
     positive_fraction: float = 0.5
     lesion_radius_range: tuple[float, float] = (0.06, 0.12)
-    """Lesion radius as a fraction of the image size."""
-    lesion_contrast_range: tuple[float, float] = (0.25, 0.45)
+    """Radius (standard deviation of the envelope) of the reticular patch as a fraction of the image size."""
+    lesion_contrast_range: tuple[float, float] = (0.35, 0.65)
+    """Peak amplitude of the patch's texture (intensities are in [0, 1])."""
+    lesion_period_px: float = 4.0
+    """Period of the texture's plane waves in pixels."""
     noise_std: float = 0.04
     seed: int = 1234
 
@@ -57,6 +63,15 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: 
     """Soft-edged filled ellipse in [0, 1]."""
     distance = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
     return 1 / (1 + np.exp((distance - 1) / edge))
+
+
+def reticular_texture(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
+    """Zero-mean criss-cross texture in [-1, 1]: the mean of three plane waves of random orientation and phase."""
+    texture = np.zeros_like(x)
+    for _ in range(3):
+        angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        texture += np.cos(2 * np.pi / period * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+    return texture / 3
 
 
 def generate_image(rng: np.random.Generator, spec: DemoSpec, with_lesion: bool) -> np.ndarray:
@@ -81,7 +96,8 @@ def generate_image(rng: np.random.Generator, spec: DemoSpec, with_lesion: bool) 
         cy += rng.uniform(-0.6, 0.6) * lung_height
         radius = rng.uniform(*spec.lesion_radius_range) * 2
         contrast = rng.uniform(*spec.lesion_contrast_range)
-        image += contrast * np.exp(-(((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2)))
+        envelope = np.exp(-(((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2)))
+        image += contrast * envelope * reticular_texture(rng, xs, ys, spec.lesion_period_px * 2 / spec.image_size)
     exposure, gamma = rng.uniform(0.85, 1.15), rng.uniform(0.8, 1.25)
     image = np.clip(image * exposure, 0, 1) ** gamma
     image += rng.normal(0, spec.noise_std, size=image.shape)

@@ -18,12 +18,24 @@ def test_generation_is_deterministic_and_labels_are_balanced():
     assert not np.array_equal(images, other)
 
 
-def test_lesion_makes_images_brighter_inside_the_lungs():
-    spec = DemoSpec(num_images=400, image_size=32)
-    images, labels = generate_dataset(spec)
-    mean_positive = images[labels == 1].astype(float).mean()
-    mean_negative = images[labels == 0].astype(float).mean()
-    assert mean_positive > mean_negative
+def _separation(values: np.ndarray, labels: np.ndarray) -> float:
+    """Difference of the class means (positive - negative) in standard errors."""
+    positive, negative = values[labels == 1], values[labels == 0]
+    standard_error = np.sqrt(positive.var() / len(positive) + negative.var() / len(negative))
+    return (positive.mean() - negative.mean()) / standard_error
+
+
+def test_reticular_opacity_is_fine_texture_without_net_brightness():
+    images, labels = generate_dataset(DemoSpec(num_images=400))  # the demo's 64 px
+    pixels = torch.from_numpy(images.astype(np.float32) / 255)[:, None]
+    # A band-pass at the texture's period (4 px): finer than the anatomy, coarser than most of the noise.
+    band = torch.nn.functional.avg_pool2d(pixels, 3, 1, 1, count_include_pad=False) - torch.nn.functional.avg_pool2d(
+        pixels, 7, 1, 3, count_include_pad=False
+    )
+    peak_band_energy = band.square().amax((1, 2, 3)).numpy()
+    assert _separation(peak_band_energy, labels) > 6
+    # No bright spot: the label does not shift the mean brightness beyond chance.
+    assert abs(_separation(pixels.mean((1, 2, 3)).numpy(), labels)) < 3
 
 
 def test_cache_is_written_once_and_reused(tmp_path):
