@@ -118,7 +118,9 @@ def test_demo_files_values() -> None:
     # The demo label is a small patch of fine texture: views must keep most of the image, and the noise is mild.
     assert ssl.augmentation.random_crop.scale[0] >= 0.85
     assert ssl.augmentation.random_affine == AffineConfig(5, 0.05, 0.05, 0)
-    assert "gamma" not in ssl.augmentation.enabled
+    # The label is texture, not brightness: intensities change more than the images' own exposure and gamma.
+    assert "gamma" in ssl.augmentation.enabled and ssl.augmentation.gamma.scale == (0.6, 1.6)
+    assert ssl.augmentation.random_color.brightness == ssl.augmentation.random_color.contrast == 0.4
     assert ssl.augmentation.gaussian_noise == GaussianNoiseConfig(std=0.02, p_apply=0.5)
     head = load_augmentation_config(AUGMENTATIONS / "demo_linear_head_augmentations.yaml")
     assert head.augmentation.enabled == ("random_horizontal_flip",)
